@@ -1,0 +1,43 @@
+# Quantum Governor: the two front-door commands.
+#   make demo   run the whole stack on an embedded Redis and watch it decide
+#   make test   set up everything the tests need and run every test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test venv lint redis-server promtool bench clean
+
+$(STAMP): pyproject.toml plugins/p31_efficiency/pyproject.toml plugins/p29_shadow/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]' -e plugins/p31_efficiency -e plugins/p29_shadow
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/quantum-governor demo
+
+# Debian's redis-server for the integration tests, and promtool (package prometheus)
+# for the alert-rule tests; installed only when missing.
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing Debian's redis-server"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+promtool:
+	@command -v promtool >/dev/null || { \
+	  echo "installing Debian's prometheus (for promtool)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+test: $(STAMP) redis-server promtool
+	$(BIN)/ruff check governor_core plugins tests scripts bench
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP) redis-server
+	$(BIN)/python bench/bench_governor.py
+	$(BIN)/python bench/bench_allocation.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info plugins/*/src/*.egg-info .pytest_cache .ruff_cache

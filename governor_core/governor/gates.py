@@ -1,0 +1,105 @@
+"""The governor's gates and the core permit: pure functions of plain values (SPEC 3.2).
+
+Decisions:
+
+* kill switch on → ``DENY`` / ``kill_switch`` (``allowed_notional_usd`` 0);
+* no cap known → ``ALLOW`` / ``no_cap`` (fail-open: the cap gate never blocks on missing data);
+* ``notional_usd <= cap`` → ``ALLOW`` / ``within_cap``;
+* above the cap → ``CLAMP`` / ``above_cap`` with ``allowed_notional_usd = cap``.
+
+The cap is the live allocation target when one exists (``cap_source=allocation``), else the
+P2.8 budget (``budget``), else none (``none``). A target or budget that is not a finite
+number ≥ 0 is ignored, as if absent, so the next source is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from governor_core.plans import Plan, parse_decimal
+
+CORE_FIELDS = ("plan_id", "symbol", "side", "notional_usd", "decision", "reason",
+               "allowed_notional_usd", "cap_usd", "cap_source", "cooldown_sec", "issued_ts",
+               "expires_ts")
+CORE_FIELD_SET = frozenset(CORE_FIELDS)
+DECISIONS = ("ALLOW", "CLAMP", "DENY")
+
+
+@dataclass(frozen=True, slots=True)
+class Cap:
+    usd: float | None
+    source: str  # "allocation", "budget" or "none"
+
+
+NO_CAP = Cap(None, "none")
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    decision: str
+    reason: str
+    allowed_notional_usd: float
+    cap: Cap
+
+
+def choose_cap(target_usd: str | None, budget_usd: str | None) -> Cap:
+    target = parse_decimal(target_usd)
+    if target is not None:
+        return Cap(target, "allocation")
+    budget = parse_decimal(budget_usd)
+    if budget is not None:
+        return Cap(budget, "budget")
+    return NO_CAP
+
+
+def decide(notional_usd: float, kill_switch: bool, cap: Cap) -> GateDecision:
+    if kill_switch:
+        return GateDecision("DENY", "kill_switch", 0.0, cap)
+    if cap.usd is None:
+        return GateDecision("ALLOW", "no_cap", notional_usd, cap)
+    if notional_usd <= cap.usd:
+        return GateDecision("ALLOW", "within_cap", notional_usd, cap)
+    return GateDecision("CLAMP", "above_cap", cap.usd, cap)
+
+
+def fmt_usd(value: float) -> str:
+    """USD amounts: fixed-point, at most 8 decimals, no trailing zeros ("20914.75")."""
+    text = f"{value:.8f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def fmt_ts(value: float) -> str:
+    """Timestamps: Unix seconds with millisecond precision."""
+    return f"{value:.3f}"
+
+
+def core_permit(plan: Plan, gate: GateDecision, *, cooldown_sec: int, ttl_sec: int,
+                now: float) -> dict[str, str]:
+    """The permit's core fields, in :data:`CORE_FIELDS` order; all values are strings."""
+    return {
+        "plan_id": plan.plan_id,
+        "symbol": plan.symbol,
+        "side": plan.side,
+        "notional_usd": fmt_usd(plan.notional_usd),
+        "decision": gate.decision,
+        "reason": gate.reason,
+        "allowed_notional_usd": fmt_usd(gate.allowed_notional_usd),
+        "cap_usd": "" if gate.cap.usd is None else fmt_usd(gate.cap.usd),
+        "cap_source": gate.cap.source,
+        "cooldown_sec": str(cooldown_sec),
+        "issued_ts": fmt_ts(now),
+        "expires_ts": fmt_ts(now + ttl_sec),
+    }
+
+
+def refused_fields(fields: Mapping[str, str], declared: frozenset[str]) -> list[str]:
+    """The names in a plugin's returned fields that the host will not write.
+
+    A field is refused when it is a core field, was not declared by the plugin's
+    ``permit_fields``, or is not a ``str`` → ``str`` pair. (A field another plugin already
+    added is kept from the first plugin.)
+    """
+    return [str(name) for name, value in fields.items()
+            if not isinstance(name, str) or not isinstance(value, str)
+            or name in CORE_FIELD_SET or name not in declared]

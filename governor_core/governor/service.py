@@ -1,0 +1,401 @@
+"""The governor loop: plans in, permits out, four Redis round trips per batch.
+
+Per batch: ``XREADGROUP`` (1), the kill switch and every symbol's caps in one pipeline (1),
+each plugin's ``on_permit_batch`` read (1 each, by contract), and one pipeline of writes (1).
+
+Each plan's permit is written by a Lua script that, atomically, skips a plan whose permit
+already exists, writes the permit hash with its TTL, appends it to the capped
+``quantum:stream:permit.issued`` and acknowledges the plan. So a plan is acknowledged only
+once its permit exists, a plan delivered twice (a producer retry, or a crashed consumer's
+entry claimed by another governor) gets exactly one permit, and a crash at any point loses
+nothing: unacknowledged plans are read again from the pending list. Duplicates are detected
+for as long as the first permit lives (``GOVERNOR_PERMIT_TTL_SEC``).
+
+Dead letters are written the same way (append + acknowledge, atomically).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import redis
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from governor_core.config import GovernorConfig
+from governor_core.governor.gates import (
+    DECISIONS,
+    NO_CAP,
+    choose_cap,
+    core_permit,
+    decide,
+    refused_fields,
+)
+from governor_core.plans import REJECTION_CODES, Plan, PlanRejection, parse_plan
+from governor_core.plugins import BoundImpl, PluginHost
+from governor_core.redis_io import REDIS_OUTAGE_ERRORS, Backoff, Command, execute_commands
+
+log = logging.getLogger("quantum.governor")
+
+PLAN_STREAM = "quantum:stream:apply.plan"
+DEAD_STREAM = "quantum:stream:apply.plan.dead"
+PERMIT_STREAM = "quantum:stream:permit.issued"
+KILL_KEY = "quantum:governor:kill"
+PERMIT_KEY = "quantum:permit:{}"
+TARGET_KEY = "quantum:allocation:target:{}"
+BUDGET_KEY = "quantum:portfolio:budget:{}"
+
+# KEYS: permit hash, permit stream, plan stream.
+# ARGV: group, entry id, ttl, maxlen, n (core field args), core fields…, plugin fields…
+ISSUE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 6, 5 + ARGV[5]))
+redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+return 1
+"""
+# KEYS: dead stream, plan stream. ARGV: group, entry id, maxlen, fields…
+DEAD_LETTER_SCRIPT = """
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+
+#: After this many failed writes of the same entry it is dead-lettered instead of retried.
+MAX_WRITE_ATTEMPTS = 3
+LAG_REFRESH_SEC = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    issued: int
+    duplicates: int
+    dead_letters: int
+    failed: int
+
+
+class GovernorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.permits = Counter("governor_permits_issued_total", "Permits written, by decision",
+                               ["decision"], registry=registry)
+        self.dead = Counter("governor_dead_letters_total",
+                            "Plans rejected to the dead-letter stream, by reason",
+                            ["reason"], registry=registry)
+        self.duplicates = Counter("governor_duplicate_plans_total",
+                                  "Plans acknowledged without a new permit (permit existed)",
+                                  registry=registry)
+        self.refused = Counter("governor_plugin_fields_refused_total",
+                               "Permit fields a plugin tried to set and the host refused",
+                               ["plugin"], registry=registry)
+        self.redis_errors = Counter("governor_redis_errors_total",
+                                    "Redis failures the loop retried, by operation", ["op"],
+                                    registry=registry)
+        self.batch_seconds = Histogram(
+            "governor_batch_duration_seconds", "Time from read to written permits, per batch",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=registry)
+        self.lag = Gauge("governor_plan_stream_lag",
+                         "Plans in the stream not yet delivered to the consumer group",
+                         registry=registry)
+        self.pending = Gauge("governor_plan_stream_pending",
+                             "Plans delivered to the group but not yet acknowledged",
+                             registry=registry)
+        self.last_batch = Gauge("governor_last_batch_timestamp_seconds",
+                                "Clock time of the last processed batch", registry=registry)
+        self.permit_children = {d: self.permits.labels(decision=d) for d in DECISIONS}
+        for code in (*REJECTION_CODES, "write_failed"):
+            self.dead.labels(reason=code)
+
+
+class GovernorService:
+    def __init__(self, config: GovernorConfig, client: redis.Redis, plugins: PluginHost,
+                 registry: CollectorRegistry, *, clock: Callable[[], float] = time.time,
+                 stop: threading.Event | None = None) -> None:
+        self.config = config
+        self.redis = client
+        self.plugins = plugins
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self.metrics = GovernorMetrics(registry)
+        self._pending_cursor: str | None = "0"
+        self._write_failures: Tally[str] = Tally()
+        self._next_claim = 0.0
+        self._next_lag = 0.0
+        self._batch_impls = plugins.impls("on_permit_batch")
+        self._permit_impls = plugins.impls("on_issue_permit")
+        self._declared = {name: frozenset(fields)
+                          for name, fields in plugins.declared_fields.items()}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def ensure_group(self) -> None:
+        """Create the consumer group at the start of the stream (so queued plans count)."""
+        try:
+            self.redis.xgroup_create(PLAN_STREAM, self.config.group, id="0", mkstream=True)
+            log.info("created consumer group", extra={"count": 0})
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def run(self) -> None:
+        """Process batches until ``stop`` is set; Redis outages are waited out."""
+        backoff = Backoff(self.stop)
+        ready = False
+        while not self.stop.is_set():
+            try:
+                if not ready:
+                    self.ensure_group()
+                    ready = True
+                self.step()
+                backoff.succeeded()
+            except REDIS_OUTAGE_ERRORS as exc:
+                self.metrics.redis_errors.labels(op="loop").inc()
+                self._pending_cursor = "0"
+                ready = False
+                backoff.failed("governor loop", exc)
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    ready = False  # the stream or group was deleted under us: recreate it
+                self.metrics.redis_errors.labels(op="response").inc()
+                self._pending_cursor = "0"
+                backoff.failed("governor loop", exc)
+
+    def step(self) -> int:
+        """Read one batch (own pending entries first, then new ones) and process it."""
+        now = self.clock()
+        if now >= self._next_lag:
+            self._refresh_lag()
+            self._next_lag = now + LAG_REFRESH_SEC
+        if now >= self._next_claim:
+            self._next_claim = now + self.config.claim_idle_ms / 2000
+            claimed = self._claim_abandoned()
+            if claimed:
+                self.process(claimed)
+                return len(claimed)
+        cursor = self._pending_cursor or ">"
+        response = self.redis.xreadgroup(
+            self.config.group, self.config.consumer, {PLAN_STREAM: cursor},
+            count=self.config.batch_size,
+            block=None if self._pending_cursor else self.config.block_ms)
+        entries = response[0][1] if response else []
+        if self._pending_cursor is not None:
+            self._pending_cursor = entries[-1][0] if entries else None
+        if entries:
+            self.process(entries)
+        return len(entries)
+
+    def _claim_abandoned(self) -> list[tuple[str, dict[str, str] | None]]:
+        """Take over plans another consumer read but never acknowledged (it crashed)."""
+        result = self.redis.xautoclaim(PLAN_STREAM, self.config.group, self.config.consumer,
+                                       min_idle_time=self.config.claim_idle_ms,
+                                       start_id="0-0", count=self.config.batch_size)
+        entries = result[1] if result else []
+        if entries:
+            log.warning("claimed abandoned plans", extra={"count": len(entries)})
+        return entries
+
+    def _refresh_lag(self) -> None:
+        try:
+            for group in self.redis.xinfo_groups(PLAN_STREAM):
+                if group.get("name") == self.config.group:
+                    self.metrics.pending.set(group.get("pending") or 0)
+                    self.metrics.lag.set(group.get("lag") or 0)
+        except redis.ResponseError:
+            pass  # no stream yet
+
+    # -- one batch -----------------------------------------------------------------------
+
+    def process(self, entries: Sequence[tuple[str, dict[str, str] | None]]) -> BatchResult:
+        started = time.perf_counter()
+        now = self.clock()
+        plans: list[Plan] = []
+        rejections: list[PlanRejection] = []
+        vanished: list[str] = []
+        for entry_id, fields in entries:
+            if fields is None:  # trimmed from the stream while pending: nothing to issue
+                vanished.append(entry_id)
+                continue
+            parsed = parse_plan(entry_id, fields)
+            (plans if isinstance(parsed, Plan) else rejections).append(parsed)
+
+        permits = self._draft_permits(plans, now) if plans else []
+        result = self._write(plans, permits, rejections, vanished)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.last_batch.set(now)
+        return result
+
+    def _draft_permits(self, plans: list[Plan], now: float) -> list[dict[str, str]]:
+        symbols = sorted({plan.symbol for plan in plans})
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.type(KILL_KEY)
+        pipe.get(KILL_KEY)
+        for symbol in symbols:
+            pipe.hget(TARGET_KEY.format(symbol), "target_usd")
+            pipe.hget(BUDGET_KEY.format(symbol), "budget_usd")
+        replies = pipe.execute(raise_on_error=False)
+        kill = self._kill_switch(replies[0], replies[1])
+        caps = {}
+        for index, symbol in enumerate(symbols):
+            target, budget = replies[2 + 2 * index], replies[3 + 2 * index]
+            caps[symbol] = choose_cap(_value(target, symbol), _value(budget, symbol))
+
+        batch_kwargs = {"plans": plans, "redis": self.redis, "now": now}
+        contexts = {}
+        for impl in self._batch_impls:
+            ok, context = self.plugins.call_isolated("on_permit_batch", impl, batch_kwargs)
+            if ok:
+                contexts[impl.plugin] = context
+        permit_impls = [impl for impl in self._permit_impls
+                        if impl.plugin in contexts or not any(
+                            b.plugin == impl.plugin for b in self._batch_impls)]
+
+        cooldown, ttl = self.config.cooldown_sec, self.config.permit_ttl_sec
+        permits = []
+        checked: dict[int, list[str]] = {}
+        for plan in plans:
+            gate = decide(plan.notional_usd, kill, caps.get(plan.symbol, NO_CAP))
+            permit = core_permit(plan, gate, cooldown_sec=cooldown, ttl_sec=ttl, now=now)
+            if permit_impls:
+                self._apply_plugins(plan, permit, permit_impls, contexts, now, checked)
+            permits.append(permit)
+        return permits
+
+    def _apply_plugins(self, plan: Plan, permit: dict[str, str], impls: list[BoundImpl],
+                       contexts: dict[str, Any], now: float,
+                       checked: dict[int, list[str]]) -> None:
+        """Add each plugin's fields to ``permit``; plugins see only the core fields.
+
+        Plugins usually return one shared mapping per symbol, so a mapping's field check is
+        done once per batch (``checked`` is keyed by identity; the batch contexts keep the
+        mappings alive for the batch).
+        """
+        core = MappingProxyType(dict(permit))
+        for impl in impls:
+            kwargs = {"plan": plan, "permit": core, "batch": contexts.get(impl.plugin),
+                      "now": now}
+            ok, fields = self.plugins.call_isolated("on_issue_permit", impl, kwargs)
+            if not ok or not fields:
+                continue
+            refused = checked.get(id(fields))
+            if refused is None:
+                refused = refused_fields(fields, self._declared.get(impl.plugin, frozenset()))
+                checked[id(fields)] = refused
+            if refused:
+                self.metrics.refused.labels(plugin=impl.plugin).inc(len(refused))
+                log.warning("refused permit fields from plugin %s: %s", impl.plugin,
+                            ", ".join(refused),
+                            extra={"plugin": impl.plugin, "plan_id": plan.plan_id})
+                fields = {k: v for k, v in fields.items() if k not in refused}
+            for name, value in fields.items():
+                permit.setdefault(name, value)
+
+    def _kill_switch(self, key_type: object, value: object) -> bool:
+        # "1" is on; absent or any other string is off. A key of another type means someone
+        # meant to set it and got it wrong: the one gate that fails closed.
+        if key_type not in ("string", "none"):
+            log.error("kill switch key %s has type %s: treating it as ON", KILL_KEY, key_type)
+            return True
+        return value == "1"
+
+    def _write(self, plans: list[Plan], permits: list[dict[str, str]],
+               rejections: list[PlanRejection], vanished: list[str]) -> BatchResult:
+        config = self.config
+        group = config.group
+        commands: list[Command] = [("SCRIPT", "LOAD", ISSUE_SCRIPT),
+                                   ("SCRIPT", "LOAD", DEAD_LETTER_SCRIPT)]
+        issue_sha, dead_sha = _SHAS
+        ttl, maxlen = str(config.permit_ttl_sec), str(config.stream_maxlen)
+        head = ("EVALSHA", issue_sha, "3")
+        for plan, permit in zip(plans, permits, strict=True):
+            command = [*head, PERMIT_KEY.format(plan.plan_id), PERMIT_STREAM, PLAN_STREAM,
+                       group, plan.entry_id, ttl, maxlen, "24"]
+            for item in permit.items():
+                command.extend(item)
+            commands.append(tuple(command))
+        for rejection in rejections:
+            commands.append(("EVALSHA", dead_sha, "2", DEAD_STREAM, PLAN_STREAM, group,
+                             rejection.entry_id, maxlen,
+                             *_dead_letter_fields(rejection.entry_id, rejection.code,
+                                                  rejection.message, rejection.fields)))
+        if vanished:
+            commands.append(("XACK", PLAN_STREAM, group, *vanished))
+        replies = execute_commands(self.redis, commands)[2:]
+
+        issued = duplicates = failed = 0
+        decisions: Tally[str] = Tally()
+        for plan, permit, reply in zip(plans, permits, replies, strict=False):
+            if reply == 1:
+                issued += 1
+                decisions[permit["decision"]] += 1
+            elif reply == 0:
+                duplicates += 1
+            else:
+                failed += 1
+                self._write_failed(plan.entry_id, plan.plan_id, reply, permit)
+        dead_replies = replies[len(plans):len(plans) + len(rejections)]
+        for rejection, reply in zip(rejections, dead_replies, strict=True):
+            if reply == 1:
+                self.metrics.dead.labels(reason=rejection.code).inc()
+                log.warning("plan dead-lettered: %s", rejection.message,
+                            extra={"plan_id": rejection.fields.get("plan_id")})
+            else:
+                failed += 1
+                self._pending_cursor = "0"
+                log.error("dead letter write failed: %s", reply)
+        for decision, count in decisions.items():
+            self.metrics.permit_children[decision].inc(count)
+        if duplicates:
+            self.metrics.duplicates.inc(duplicates)
+        return BatchResult(issued, duplicates, len(rejections), failed)
+
+    def _write_failed(self, entry_id: str, plan_id: str, reply: object,
+                      fields: dict[str, str]) -> None:
+        """A permit write was refused by Redis (e.g. a wrong-typed key, out of memory).
+
+        The plan stays pending and is retried; after :data:`MAX_WRITE_ATTEMPTS` it is
+        dead-lettered with the error, so one bad key cannot hold up the stream.
+        """
+        self._pending_cursor = "0"
+        self._write_failures[entry_id] += 1
+        log.error("permit write failed: %s", reply, extra={"plan_id": plan_id})
+        if self._write_failures[entry_id] < MAX_WRITE_ATTEMPTS:
+            return
+        del self._write_failures[entry_id]
+        self.redis.evalsha(_SHAS[1], 2, DEAD_STREAM, PLAN_STREAM, self.config.group, entry_id,
+                           str(self.config.stream_maxlen),
+                           *_dead_letter_fields(entry_id, "write_failed",
+                                                f"permit write failed: {reply}", fields))
+        self.metrics.dead.labels(reason="write_failed").inc()
+
+
+_SHAS = tuple(hashlib.sha1(script.encode()).hexdigest()
+              for script in (ISSUE_SCRIPT, DEAD_LETTER_SCRIPT))
+
+
+def _value(reply: object, symbol: str) -> str | None:
+    if isinstance(reply, Exception):
+        log.warning("cap key unreadable, ignoring it: %s", reply, extra={"symbol": symbol})
+        return None
+    return reply if isinstance(reply, str) else None
+
+
+def _dead_letter_fields(entry_id: str, code: str, message: str,
+                        original: dict[str, str] | object) -> list[str]:
+    """``error``, ``error_code`` and ``source_id`` first, then the plan's original fields
+    (an original field with one of those names is kept as ``orig_<name>``)."""
+    flat = ["error", message, "error_code", code, "source_id", entry_id]
+    for name, value in dict(original).items():  # type: ignore[call-overload]
+        flat.extend((f"orig_{name}" if name in ("error", "error_code", "source_id")
+                     else name, value))
+    return flat

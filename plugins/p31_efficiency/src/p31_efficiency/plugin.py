@@ -1,0 +1,104 @@
+"""Hook implementations: read every symbol's efficiency once per batch, hint every permit.
+
+The plugin is active on the governor host only. Its configuration is read in
+``on_configure``; an invalid value raises, and the host disables the plugin loudly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from redis.exceptions import RedisError
+
+from governor_core import hookimpl
+from governor_core.config import EnvReader
+from governor_core.efficiency import (
+    EFFICIENCY_KEY,
+    REDIS_ERROR,
+    EfficiencyReading,
+    read_efficiency,
+)
+from governor_core.plans import Plan
+from p31_efficiency.formula import (
+    PERMIT_FIELDS,
+    EfficiencyConfig,
+    downsize_hint,
+    hint_fields,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolHint:
+    fields: dict[str, str]
+    applied: Any  # the p32_eff_apply_total child for this action and reason
+
+
+class EfficiencyPlugin:
+    def __init__(self) -> None:
+        self.config: EfficiencyConfig | None = None
+
+    @hookimpl
+    def on_configure(self, host: str, env: Mapping[str, str],
+                     registry: CollectorRegistry) -> None:
+        if host != "governor":
+            self.config = None
+            return
+        self.config = EfficiencyConfig.from_env(EnvReader(env))
+        self.applied = Counter("p32_eff_apply_total",
+                               "P3.1 efficiency hints applied to permits",
+                               ["action", "reason"], registry=registry)
+        self.factor = Gauge("p32_eff_factor", "Latest P3.1 downsize factor per symbol",
+                            ["symbol"], registry=registry)
+
+    @hookimpl
+    def permit_fields(self) -> Sequence[str]:
+        return PERMIT_FIELDS if self.config else ()
+
+    @hookimpl
+    def on_permit_batch(self, plans: Sequence[Plan], redis: Any,
+                        now: float) -> dict[str, SymbolHint] | None:
+        config = self.config
+        if config is None:
+            return None
+        symbols = sorted({plan.symbol for plan in plans})
+        readings = self._read(redis, symbols, now, config)
+        hints = {}
+        for symbol, reading in zip(symbols, readings, strict=True):
+            hint = downsize_hint(reading, config)
+            self.factor.labels(symbol=symbol).set(hint.factor)
+            hints[symbol] = SymbolHint(hint_fields(reading, hint),
+                                       self.applied.labels(action=hint.action,
+                                                           reason=hint.reason))
+        return hints
+
+    @staticmethod
+    def _read(redis: Any, symbols: list[str], now: float,
+              config: EfficiencyConfig) -> list[EfficiencyReading]:
+        pipe = redis.pipeline(transaction=False)
+        for symbol in symbols:
+            pipe.hgetall(EFFICIENCY_KEY.format(symbol))
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except (RedisError, OSError):
+            return [REDIS_ERROR] * len(symbols)
+        return [
+            EfficiencyReading("invalid_eff") if isinstance(reply, Exception)
+            else read_efficiency(reply, now, min_conf=config.min_conf,
+                                 stale_sec=config.eff_ttl_sec)
+            for reply in replies
+        ]
+
+    @hookimpl
+    def on_issue_permit(self, plan: Plan, batch: dict[str, SymbolHint] | None
+                        ) -> Mapping[str, str] | None:
+        if not batch:
+            return None
+        hint = batch[plan.symbol]
+        hint.applied.inc()
+        return hint.fields
+
+
+plugin = EfficiencyPlugin()
