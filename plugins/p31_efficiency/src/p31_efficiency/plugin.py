@@ -44,7 +44,8 @@ class EfficiencyPlugin:
     def on_configure(self, host: str, env: Mapping[str, str],
                      registry: CollectorRegistry) -> None:
         if host != "governor":
-            self.config = None
+            # Nothing to do there. The state is left alone: one process may build both hosts
+            # (``quantum-governor demo``, ``plugins``), and the governor's must stay active.
             return
         self.config = EfficiencyConfig.from_env(EnvReader(env))
         self.applied = Counter("p32_eff_apply_total",
