@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
 from governor_core.config import ConfigError
 
@@ -17,8 +17,8 @@ log = logging.getLogger("quantum.runtime")
 
 T = TypeVar("T")
 
-#: Exit status for an unusable configuration (systemd's EXIT_CONFIG-like "do not restart
-#: in a tight loop" is left to RestartSec in the unit files).
+#: Exit status for an unusable configuration or an unusable metrics port: the units in
+#: ``deploy/systemd`` set ``RestartPreventExitStatus=2``, since restarting cannot fix either.
 EXIT_CONFIG = 2
 
 
@@ -46,9 +46,14 @@ def install_stop_signals(stop: threading.Event) -> None:
 
 
 def serve_metrics(prog: str, registry: CollectorRegistry, addr: str, port: int) -> object:
-    """Start the ``/metrics`` endpoint (port 0 disables it). Returns the server or None."""
+    """Start the ``/metrics`` endpoint (port 0 disables it). Returns the server or None.
+
+    The registry also gets the standard ``process_*`` metrics: ``process_start_time_seconds``
+    is how the restart alert counts restarts, ``process_resident_memory_bytes`` shows RSS.
+    """
     if port == 0:
         return None
+    ProcessCollector(registry=registry)
     try:
         server, _thread = start_http_server(port, addr=addr, registry=registry)
     except OSError as exc:
