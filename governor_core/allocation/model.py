@@ -36,6 +36,9 @@ class AllocationTick:
     """Everything one allocation cycle computed, in symbol order.
 
     ``mode`` is ``shadow`` or ``enforce``; ``ts`` is the cycle's injected clock time.
+    ``max_symbol_usd`` and ``max_cluster_usd`` are the cycle's caps (``MAX_SYMBOL_PCT`` and
+    ``MAX_CLUSTER_PCT`` × equity). ``targets`` holds every symbol with a usable budget; in
+    ``shadow`` mode none of them was written as a live target.
     """
 
     ts: float
@@ -43,3 +46,5 @@ class AllocationTick:
     equity_usd: float
     drawdown: float
     targets: tuple[AllocationTarget, ...]
+    max_symbol_usd: float
+    max_cluster_usd: float

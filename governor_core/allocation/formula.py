@@ -1,0 +1,184 @@
+"""The P2.9 allocation formula (SPEC 4): plain values and a config in, targets out.
+
+No Redis, no clock, no metrics. The service reads inputs, decides which are missing or stale
+(``None`` here means "unavailable, use the fallback"), calls :func:`compute_targets` and
+publishes what it returns.
+
+::
+
+    target_usd = base_budget × regime_factor × cluster_factor × drawdown_factor
+                 × performance_factor
+    regime_factor      TREND 1.2, MEAN_REVERSION 1.0, CHOP 0.6; 1.0 if unavailable/unknown
+    cluster_factor     clamp(1 - stress, CLUSTER_STRESS_MIN, CLUSTER_STRESS_MAX);
+                       1.0 if stress unavailable
+    drawdown_factor    LOW  drawdown <  DD_LOW_THRESHOLD                       → DD_FACTOR_LOW
+                       MID  DD_LOW_THRESHOLD ≤ drawdown ≤ DD_HIGH_THRESHOLD    → DD_FACTOR_MID
+                       HIGH drawdown >  DD_HIGH_THRESHOLD                      → DD_FACTOR_HIGH
+                       (so exactly 0.05 is MID and exactly 0.15 is still MID)
+    performance_factor 1 / (1 + exp(-alpha)); 1.0 if alpha unavailable
+
+The performance quirk, kept on purpose because the design states it: a *missing* alpha gives
+1.0 (neutral pass-through) while an alpha of exactly 0 gives sigmoid(0) = 0.5, i.e. a
+cluster with a known, perfectly average alpha gets half the allocation of one with no alpha.
+
+A symbol whose budget is stale gets ``target = base_budget`` with every factor 1.0 (the
+design's "pass-through"); caps still apply.
+
+Caps, in order: each target is limited to ``MAX_SYMBOL_PCT × equity``; then each cluster whose
+sum exceeds ``MAX_CLUSTER_PCT × equity`` has all its targets scaled by
+``max_cluster / cluster_total``.
+
+Confidence (our rule; the design leaves it open): ``1 - Σ penalty`` over the fallbacks used
+for the symbol, with penalties budget 0.5, regime 0.2, cluster_stress 0.2, alpha 0.1, floored
+at 0. A fully informed target has 1.0; a stale-budget pass-through has 0.5 (its other inputs
+are not used, so they add no penalty); every factor on its default also gives 0.5.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from governor_core.allocation.model import AllocationTarget
+
+REGIMES = ("TREND", "MEAN_REVERSION", "CHOP")
+UNKNOWN_REGIME = "UNKNOWN"
+ZONES = ("LOW", "MID", "HIGH")
+#: Data sources that can fall back for one symbol, in the order ``fallbacks`` lists them.
+FALLBACK_PENALTY = {"budget": 0.5, "regime": 0.2, "cluster_stress": 0.2, "alpha": 0.1}
+
+
+@dataclass(frozen=True, slots=True)
+class FormulaConfig:
+    """The formula's parameters, with the design's defaults (env names in ``config.py``)."""
+
+    regime_trend: float = 1.2
+    regime_mr: float = 1.0
+    regime_chop: float = 0.6
+    dd_low_threshold: float = 0.05
+    dd_high_threshold: float = 0.15
+    dd_factor_low: float = 1.0
+    dd_factor_mid: float = 0.7
+    dd_factor_high: float = 0.4
+    cluster_stress_min: float = 0.3
+    cluster_stress_max: float = 1.0
+    max_symbol_pct: float = 0.40
+    max_cluster_pct: float = 0.60
+
+    def regime_factors(self) -> dict[str, float]:
+        return {"TREND": self.regime_trend, "MEAN_REVERSION": self.regime_mr,
+                "CHOP": self.regime_chop}
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolInput:
+    """One budgeted symbol. ``budget_fresh`` is False when the budget is stale."""
+
+    symbol: str
+    cluster_id: str
+    base_budget: float
+    budget_fresh: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInput:
+    """A cluster's stress and alpha; ``None`` means missing or stale (use the fallback)."""
+
+    stress: float | None = None
+    alpha: float | None = None
+
+
+NO_CLUSTER_DATA = ClusterInput()
+
+
+def regime_factor(regime: str | None, config: FormulaConfig) -> tuple[str, float]:
+    """The regime's name and factor; an unavailable or unknown regime is ``UNKNOWN``, 1.0."""
+    factors = config.regime_factors()
+    if regime in factors:
+        return regime, factors[regime]
+    return UNKNOWN_REGIME, 1.0
+
+
+def drawdown_zone(drawdown: float, config: FormulaConfig) -> tuple[str, float]:
+    if drawdown < config.dd_low_threshold:
+        return "LOW", config.dd_factor_low
+    if drawdown <= config.dd_high_threshold:
+        return "MID", config.dd_factor_mid
+    return "HIGH", config.dd_factor_high
+
+
+def cluster_factor(stress: float | None, config: FormulaConfig) -> float:
+    if stress is None:
+        return 1.0
+    return min(config.cluster_stress_max, max(config.cluster_stress_min, 1.0 - stress))
+
+
+def sigmoid(alpha: float) -> float:
+    """1 / (1 + e^-alpha), without overflow for large negative alphas."""
+    if alpha >= 0:
+        return 1.0 / (1.0 + math.exp(-alpha))
+    z = math.exp(alpha)
+    return z / (1.0 + z)
+
+
+def performance_factor(alpha: float | None) -> float:
+    """sigmoid(alpha), or 1.0 when alpha is unavailable (see the module docstring)."""
+    return 1.0 if alpha is None else sigmoid(alpha)
+
+
+def confidence(fallbacks: Sequence[str]) -> float:
+    return max(0.0, 1.0 - sum(FALLBACK_PENALTY[source] for source in fallbacks))
+
+
+def compute_targets(equity_usd: float, drawdown: float, regime: str | None,
+                    symbols: Sequence[SymbolInput], clusters: Mapping[str, ClusterInput],
+                    config: FormulaConfig) -> tuple[AllocationTarget, ...]:
+    """Every symbol's target, with its factors, caps and fallbacks, in ``symbols`` order.
+
+    :param equity_usd: portfolio equity, > 0 (the caller skips the cycle otherwise).
+    :param drawdown: portfolio drawdown as a fraction (0.07 = 7%).
+    :param regime: the current regime, or ``None`` when missing or stale.
+    :param clusters: cluster id → its inputs; an absent cluster has no data.
+    Every target is finite and ≥ 0 when budgets are finite and ≥ 0.
+    """
+    regime_name, r_factor = regime_factor(regime, config)
+    zone, dd_factor = drawdown_zone(drawdown, config)
+    max_symbol = config.max_symbol_pct * equity_usd
+    max_cluster = config.max_cluster_pct * equity_usd
+
+    drafts = []
+    for item in symbols:
+        data = clusters.get(item.cluster_id, NO_CLUSTER_DATA)
+        if item.budget_fresh:
+            fallbacks = tuple(source for source, missing in (
+                ("regime", regime_name == UNKNOWN_REGIME),
+                ("cluster_stress", data.stress is None),
+                ("alpha", data.alpha is None)) if missing)
+            factors = (r_factor, cluster_factor(data.stress, config), dd_factor,
+                       performance_factor(data.alpha))
+        else:
+            fallbacks = ("budget",)
+            factors = (1.0, 1.0, 1.0, 1.0)
+        raw = item.base_budget * math.prod(factors)
+        drafts.append((item, fallbacks, factors, raw, min(raw, max_symbol)))
+
+    totals: dict[str, float] = {}
+    for item, *_, capped in drafts:
+        totals[item.cluster_id] = totals.get(item.cluster_id, 0.0) + capped
+    scales = {cluster: (max_cluster / total if total > max_cluster else 1.0)
+              for cluster, total in totals.items()}
+
+    targets = []
+    for item, fallbacks, factors, raw, capped in drafts:
+        scale = scales[item.cluster_id]
+        target = capped * scale
+        targets.append(AllocationTarget(
+            symbol=item.symbol, cluster_id=item.cluster_id, base_budget=item.base_budget,
+            regime=regime_name,
+            regime_factor=factors[0], cluster_factor=factors[1],
+            drawdown_zone=zone, drawdown_factor=factors[2], performance_factor=factors[3],
+            raw_target_usd=raw, symbol_cap_applied=raw > max_symbol, cluster_scale=scale,
+            target_usd=target, weight=target / equity_usd, confidence=confidence(fallbacks),
+            fallbacks=fallbacks))
+    return tuple(targets)
