@@ -1,0 +1,153 @@
+"""Configuration: a bad core value stops the host with one line; a bad plugin value disables
+only that plugin."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from governor_core.config import (
+    ConfigError,
+    EnvReader,
+    GovernorConfig,
+    RedisSettings,
+    redact_url,
+)
+from governor_core.plugins import build_plugin_host
+
+BIN = Path(sys.executable).parent
+NOW = 1_700_000_000.0
+
+
+def cli(*args: str, env: dict[str, str] | None = None,
+        timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("GOVERNOR_", "P31_", "P29_", "REDIS_", "QUANTUM_"))}
+    full_env.update(env or {})
+    return subprocess.run([str(BIN / "quantum-governor"), *args], env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_defaults_are_the_spec() -> None:
+    config = GovernorConfig.from_env(EnvReader({}))
+    assert (config.metrics_port, config.group, config.permit_ttl_sec, config.cooldown_sec) == (
+        8044, "governor", 60, 0)
+    assert config.common.redis.url == "redis://localhost:6379/0"
+    assert config.common.metrics_addr == "127.0.0.1"
+    assert config.common.disabled_plugins == frozenset()
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("GOVERNOR_PERMIT_TTL_SEC", "soon"),
+    ("GOVERNOR_PERMIT_TTL_SEC", "0"),
+    ("GOVERNOR_PERMIT_TTL_SEC", "1.5"),
+    ("GOVERNOR_METRICS_PORT", "70000"),
+    ("GOVERNOR_METRICS_PORT", "http"),
+    ("GOVERNOR_COOLDOWN_SEC", "-1"),
+    ("GOVERNOR_BATCH_SIZE", "0"),
+    ("GOVERNOR_STREAM_MAXLEN", "10"),
+    ("GOVERNOR_CLAIM_IDLE_MS", "5"),
+    ("REDIS_PORT", "abc"),
+    ("REDIS_URL", "http://localhost:6379"),
+    ("LOG_FORMAT", "xml"),
+    ("LOG_LEVEL", "loud"),
+])
+def test_bad_core_value_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        GovernorConfig.from_env(EnvReader({name: value}))
+    assert caught.value.name == name
+    message = str(caught.value)
+    assert message.startswith(f"{name}=")
+    assert "expected" in message
+    assert "\n" not in message
+
+
+def test_redis_settings_from_parts_and_url() -> None:
+    assert RedisSettings.from_env(EnvReader({"REDIS_HOST": "h", "REDIS_PORT": "7000",
+                                             "REDIS_DB": "3"})).url == "redis://h:7000/3"
+    url = "rediss://user:s3cret@h:6380/1"
+    settings = RedisSettings.from_env(EnvReader({"REDIS_URL": url, "REDIS_HOST": "ignored"}))
+    assert settings.url == url
+    assert settings.safe_url == "rediss://user:***@h:6380/1"
+
+
+@pytest.mark.parametrize(("url", "safe"), [
+    ("redis://:pw@localhost:6379/0", "redis://:***@localhost:6379/0"),
+    ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+    ("rediss://u:p%40ss@h/0", "rediss://u:***@h/0"),
+])
+def test_redact_url(url: str, safe: str) -> None:
+    assert redact_url(url) == safe
+
+
+def test_bad_redis_url_error_does_not_leak_the_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        GovernorConfig.from_env(EnvReader({"REDIS_URL": "http://u:topsecret@h/0"}))
+    assert "topsecret" not in str(caught.value)
+
+
+def test_run_with_bad_core_value_exits_2_with_one_line() -> None:
+    result = cli("run", env={"GOVERNOR_PERMIT_TTL_SEC": "soon",
+                             "REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "GOVERNOR_PERMIT_TTL_SEC" in lines[0] and "soon" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_p31_bad_value_disables_only_the_plugin() -> None:
+    registry = CollectorRegistry()
+    plugin_host = build_plugin_host("governor", {"P31_MIN_CONF": "abc"}, registry)
+    record = next(s for s in plugin_host.statuses if s.name == "p31_efficiency")
+    assert record.state == "disabled"
+    assert "P31_MIN_CONF='abc'" in record.why
+    assert registry.get_sample_value("governor_plugin_errors_total",
+                                     {"plugin": "p31_efficiency", "hook": "on_configure"}) == 1
+
+
+@pytest.mark.redis
+def test_governor_issues_permits_without_a_misconfigured_p31(real_redis) -> None:
+    from governor_core.governor.service import GovernorService
+
+    env = {"P31_MIN_CONF": "abc", "GOVERNOR_CONSUMER": "c", "GOVERNOR_BLOCK_MS": "1"}
+    registry = CollectorRegistry()
+    plugin_host = build_plugin_host("governor", env, registry)
+    service = GovernorService(GovernorConfig.from_env(EnvReader(env)), real_redis, plugin_host,
+                              registry, clock=lambda: NOW)
+    real_redis.hset("quantum:capital:efficiency:BTCUSDT",
+                    mapping={"efficiency_score": "0.2", "confidence": "0.9", "ts": str(NOW)})
+    real_redis.xadd("quantum:stream:apply.plan", {"plan_id": "cfg-1", "symbol": "BTCUSDT",
+                                                  "side": "BUY", "notional_usd": "10"})
+    service.ensure_group()
+    while service.step() or service.step():
+        pass
+    permit = real_redis.hgetall("quantum:permit:cfg-1")
+    assert permit["decision"] == "ALLOW"
+    assert not any(name.startswith("eff_") for name in permit)
+    assert "downsize_factor" not in permit
+    assert registry.get_sample_value("governor_plugin_errors_total",
+                                     {"plugin": "p31_efficiency", "hook": "on_configure"}) == 1
+
+
+@pytest.mark.parametrize("env", [{"GOVERNOR_PERMIT_TTL_SEC": "soon"},
+                                 {"P31_MIN_CONF": "abc"}], ids=["core", "plugin"])
+def test_check_config_fails_on_a_bad_value(env: dict[str, str]) -> None:
+    pytest.importorskip("governor_core.allocation.config")
+    result = cli("check-config", env=env)
+    assert result.returncode != 0, result.stdout
+    assert next(iter(env)) in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_passes_on_defaults() -> None:
+    pytest.importorskip("governor_core.allocation.config")
+    result = cli("check-config")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "configuration is valid" in result.stdout
