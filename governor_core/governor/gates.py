@@ -97,8 +97,7 @@ def refused_fields(fields: Mapping[str, str], declared: frozenset[str]) -> list[
     """The names in a plugin's returned fields that the host will not write.
 
     A field is refused when it is a core field, was not declared by the plugin's
-    ``permit_fields``, or is not a ``str`` → ``str`` pair. (A field another plugin already
-    added is kept from the first plugin.)
+    ``permit_fields``, or is not a ``str`` → ``str`` pair.
     """
     return [str(name) for name, value in fields.items()
             if not isinstance(name, str) or not isinstance(value, str)

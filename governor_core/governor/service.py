@@ -23,23 +23,15 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from governor_core.config import GovernorConfig
-from governor_core.governor.gates import (
-    DECISIONS,
-    NO_CAP,
-    choose_cap,
-    core_permit,
-    decide,
-    refused_fields,
-)
+from governor_core.governor.extensions import PermitExtensions
+from governor_core.governor.gates import DECISIONS, NO_CAP, choose_cap, core_permit, decide
 from governor_core.plans import REJECTION_CODES, Plan, PlanRejection, parse_plan
-from governor_core.plugins import BoundImpl, PluginHost
+from governor_core.plugins import PluginHost
 from governor_core.redis_io import REDIS_OUTAGE_ERRORS, Backoff, Command, execute_commands
 
 log = logging.getLogger("quantum.governor")
@@ -132,10 +124,7 @@ class GovernorService:
         self._write_failures: Tally[str] = Tally()
         self._next_claim = 0.0
         self._next_lag = 0.0
-        self._batch_impls = plugins.impls("on_permit_batch")
-        self._permit_impls = plugins.impls("on_issue_permit")
-        self._declared = {name: frozenset(fields)
-                          for name, fields in plugins.declared_fields.items()}
+        self.extensions = PermitExtensions(plugins, self.metrics.refused)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -250,55 +239,16 @@ class GovernorService:
             target, budget = replies[2 + 2 * index], replies[3 + 2 * index]
             caps[symbol] = choose_cap(_value(target, symbol), _value(budget, symbol))
 
-        batch_kwargs = {"plans": plans, "redis": self.redis, "now": now}
-        contexts = {}
-        for impl in self._batch_impls:
-            ok, context = self.plugins.call_isolated("on_permit_batch", impl, batch_kwargs)
-            if ok:
-                contexts[impl.plugin] = context
-        permit_impls = [impl for impl in self._permit_impls
-                        if impl.plugin in contexts or not any(
-                            b.plugin == impl.plugin for b in self._batch_impls)]
-
+        extensions = self.extensions.begin(plans, self.redis, now)
         cooldown, ttl = self.config.cooldown_sec, self.config.permit_ttl_sec
         permits = []
-        checked: dict[int, list[str]] = {}
         for plan in plans:
             gate = decide(plan.notional_usd, kill, caps.get(plan.symbol, NO_CAP))
             permit = core_permit(plan, gate, cooldown_sec=cooldown, ttl_sec=ttl, now=now)
-            if permit_impls:
-                self._apply_plugins(plan, permit, permit_impls, contexts, now, checked)
+            if extensions:
+                extensions.extend(plan, permit)
             permits.append(permit)
         return permits
-
-    def _apply_plugins(self, plan: Plan, permit: dict[str, str], impls: list[BoundImpl],
-                       contexts: dict[str, Any], now: float,
-                       checked: dict[int, list[str]]) -> None:
-        """Add each plugin's fields to ``permit``; plugins see only the core fields.
-
-        Plugins usually return one shared mapping per symbol, so a mapping's field check is
-        done once per batch (``checked`` is keyed by identity; the batch contexts keep the
-        mappings alive for the batch).
-        """
-        core = MappingProxyType(dict(permit))
-        for impl in impls:
-            kwargs = {"plan": plan, "permit": core, "batch": contexts.get(impl.plugin),
-                      "now": now}
-            ok, fields = self.plugins.call_isolated("on_issue_permit", impl, kwargs)
-            if not ok or not fields:
-                continue
-            refused = checked.get(id(fields))
-            if refused is None:
-                refused = refused_fields(fields, self._declared.get(impl.plugin, frozenset()))
-                checked[id(fields)] = refused
-            if refused:
-                self.metrics.refused.labels(plugin=impl.plugin).inc(len(refused))
-                log.warning("refused permit fields from plugin %s: %s", impl.plugin,
-                            ", ".join(refused),
-                            extra={"plugin": impl.plugin, "plan_id": plan.plan_id})
-                fields = {k: v for k, v in fields.items() if k not in refused}
-            for name, value in fields.items():
-                permit.setdefault(name, value)
 
     def _kill_switch(self, key_type: object, value: object) -> bool:
         # "1" is on; absent or any other string is off. A key of another type means someone

@@ -6,8 +6,8 @@ The plugin is active on the governor host only. Its configuration is read in
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -28,12 +28,6 @@ from p31_efficiency.formula import (
     downsize_hint,
     hint_fields,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class SymbolHint:
-    fields: dict[str, str]
-    applied: Any  # the p32_eff_apply_total child for this action and reason
 
 
 class EfficiencyPlugin:
@@ -60,19 +54,26 @@ class EfficiencyPlugin:
 
     @hookimpl
     def on_permit_batch(self, plans: Sequence[Plan], redis: Any,
-                        now: float) -> dict[str, SymbolHint] | None:
+                        now: float) -> dict[str, dict[str, str]] | None:
+        """One hint per symbol of the batch, from one pipelined read.
+
+        ``p32_eff_apply_total`` is counted here, one per plan, because the host calls
+        ``on_issue_permit`` for every plan of the batch; counting per symbol keeps the
+        per-plan path to a dict lookup.
+        """
         config = self.config
         if config is None:
             return None
-        symbols = sorted({plan.symbol for plan in plans})
+        plans_per_symbol = Tally(plan.symbol for plan in plans)
+        symbols = sorted(plans_per_symbol)
         readings = self._read(redis, symbols, now, config)
         hints = {}
         for symbol, reading in zip(symbols, readings, strict=True):
             hint = downsize_hint(reading, config)
             self.factor.labels(symbol=symbol).set(hint.factor)
-            hints[symbol] = SymbolHint(hint_fields(reading, hint),
-                                       self.applied.labels(action=hint.action,
-                                                           reason=hint.reason))
+            self.applied.labels(action=hint.action, reason=hint.reason).inc(
+                plans_per_symbol[symbol])
+            hints[symbol] = hint_fields(reading, hint)
         return hints
 
     @staticmethod
@@ -93,13 +94,9 @@ class EfficiencyPlugin:
         ]
 
     @hookimpl
-    def on_issue_permit(self, plan: Plan, batch: dict[str, SymbolHint] | None
+    def on_issue_permit(self, plan: Plan, batch: dict[str, dict[str, str]] | None
                         ) -> Mapping[str, str] | None:
-        if not batch:
-            return None
-        hint = batch[plan.symbol]
-        hint.applied.inc()
-        return hint.fields
+        return batch[plan.symbol] if batch else None
 
 
 plugin = EfficiencyPlugin()
