@@ -1,8 +1,9 @@
 """``quantum-governor explain PLAN_ID``: a permit, and why it says what it says.
 
 The live permit hash is read first; once it has expired, the newest entries of
-``quantum:stream:permit.issued`` (which carry every permit field) are searched, then the
-dead-letter stream. Searches stop after :data:`SEARCH_LIMIT` entries of each stream.
+``quantum:stream:permit.issued`` (which carry the core fields: the decision, its cap and
+source) are searched, then the dead-letter stream. Searches stop after
+:data:`SEARCH_LIMIT` entries of each stream.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def explain(client: redis.Redis, plan_id: str,
             dead = find_in_stream(client, DEAD_STREAM, plan_id, field="plan_id")
             return None if dead is None else _explain_dead(plan_id, *dead)
         permit = found[1]
-        source = f"{PERMIT_STREAM} entry {found[0]} (the permit key has expired)"
+        source = (f"{PERMIT_STREAM} entry {found[0]} (the permit key has expired; plugin "
+                  "fields are kept on the permit key only)")
     return format_permit(permit, source, declared)
 
 

@@ -4,12 +4,16 @@ Per batch: ``XREADGROUP`` (1), the kill switch and every symbol's caps in one pi
 each plugin's ``on_permit_batch`` read (1 each, by contract), and one pipeline of writes (1).
 
 Each plan's permit is written by a Lua script that, atomically, skips a plan whose permit
-already exists, writes the permit hash with its TTL, appends it to the capped
-``quantum:stream:permit.issued`` and acknowledges the plan. So a plan is acknowledged only
-once its permit exists, a plan delivered twice (a producer retry, or a crashed consumer's
-entry claimed by another governor) gets exactly one permit, and a crash at any point loses
-nothing: unacknowledged plans are read again from the pending list. Duplicates are detected
-for as long as the first permit lives (``GOVERNOR_PERMIT_TTL_SEC``).
+already exists, writes the permit hash (core and plugin fields) with its TTL, appends the
+core fields to the capped ``quantum:stream:permit.issued`` and acknowledges the plan. (The
+stream entry leaves the plugin fields out: they would double the plugin's Redis cost, and
+the stream is the durable record of the decision, which plugins never change.)
+
+So a plan is acknowledged only once its permit exists, a plan delivered twice (a producer
+retry, or a crashed consumer's entry claimed by another governor) gets exactly one permit,
+and a crash at any point loses nothing: unacknowledged plans are read again from the
+pending list. Duplicates are detected for as long as the first permit lives
+(``GOVERNOR_PERMIT_TTL_SEC``).
 
 Dead letters are written the same way (append + acknowledge, atomically).
 """
@@ -29,7 +33,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from governor_core.config import GovernorConfig
 from governor_core.governor.extensions import PermitExtensions
-from governor_core.governor.gates import DECISIONS, NO_CAP, choose_cap, core_permit, decide
+from governor_core.governor.gates import (
+    CORE_FIELDS,
+    DECISIONS,
+    NO_CAP,
+    choose_cap,
+    core_permit,
+    decide,
+)
 from governor_core.plans import REJECTION_CODES, Plan, PlanRejection, parse_plan
 from governor_core.plugins import PluginHost
 from governor_core.redis_io import REDIS_OUTAGE_ERRORS, Backoff, Command, execute_commands
@@ -265,11 +276,12 @@ class GovernorService:
         commands: list[Command] = [("SCRIPT", "LOAD", ISSUE_SCRIPT),
                                    ("SCRIPT", "LOAD", DEAD_LETTER_SCRIPT)]
         issue_sha, dead_sha = _SHAS
+        core_args = str(2 * len(CORE_FIELDS))
         ttl, maxlen = str(config.permit_ttl_sec), str(config.stream_maxlen)
         head = ("EVALSHA", issue_sha, "3")
         for plan, permit in zip(plans, permits, strict=True):
             command = [*head, PERMIT_KEY.format(plan.plan_id), PERMIT_STREAM, PLAN_STREAM,
-                       group, plan.entry_id, ttl, maxlen, "24"]
+                       group, plan.entry_id, ttl, maxlen, core_args]
             for item in permit.items():
                 command.extend(item)
             commands.append(tuple(command))
