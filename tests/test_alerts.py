@@ -57,7 +57,7 @@ LOOSENED = {
     "QuantumPluginDisabled": ('hook=~"load|on_configure"', 'hook=~".+"'),
     "GovernorDeadLetters": ("> 0", ">= 0"),
     "GovernorPermitsStalled": ("== 0)", ">= 0)"),
-    "GovernorRedisErrors": ("[5m]", "[15m]"),
+    "QuantumRedisErrors": ("[5m]", "[15m]"),
     "P29StaleFallbacksHigh": ("* 60 > 10", "* 60 > 4"),
     "P29LoopSlow": ("> 2", "> 0.2"),
     "P29NoTargetsComputed": ("[5m])) > 0)", "[5m])) > 1000)"),
