@@ -50,7 +50,8 @@ class TextFormatter(logging.Formatter):
             line = f"{line} [{context}]"
         if record.exc_info:
             line = f"{line}\n{self.formatException(record.exc_info)}"
-        return redact(line)
+        # One event, one line (the journal splits on newlines): escape them, as JSON does.
+        return redact(line).replace("\n", "\\n")
 
 
 def configure_logging(fmt: str = "json", level: str = "info") -> None:
