@@ -22,6 +22,7 @@ from governor_core.allocation.formula import (
 )
 
 CONFIG = FormulaConfig()
+EXAMPLE_CLUSTER = ClusterInput(0.2, 0.5)
 
 
 @pytest.mark.parametrize(("regime", "name", "factor"), [
@@ -58,7 +59,7 @@ def test_missing_alpha_is_neutral_but_zero_alpha_halves():
 
 
 def one(budget=50_000.0, *, equity=100_000.0, drawdown=0.07, regime="TREND",
-        cluster=ClusterInput(0.2, 0.5), fresh=True, config=CONFIG):
+        cluster=EXAMPLE_CLUSTER, fresh=True, config=CONFIG):
     [target] = compute_targets(equity, drawdown, regime,
                                [SymbolInput("BTCUSDT", "majors", budget, fresh)],
                                {"majors": cluster} if cluster else {}, config)
