@@ -127,3 +127,18 @@ def test_each_alert_has_a_case_where_it_stays_quiet(name: str, tmp_path: Path) -
     result = _with_mutation(tmp_path, name, lambda block: block.replace(old, new))
     assert result.returncode != 0, f"loosening {name} ({old} → {new}) broke no test"
     assert f"alertname: {name}" in result.stdout + result.stderr
+
+
+def test_scrape_jobs_are_the_ones_the_alerts_select(tmp_path: Path) -> None:
+    scrape = (PROMETHEUS / "scrape.yml").read_text(encoding="utf-8")
+    jobs = set(re.findall(r"job_name: (\S+)", scrape))
+    assert jobs == {"quantum-governor", "quantum-capital-allocation"}
+    rules = RULES.read_text(encoding="utf-8")
+    selected = set(re.findall(r'job=~?"([^"]+)"', rules))
+    assert {job for pattern in selected for job in pattern.split("|")} == jobs
+    config = tmp_path / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 15s\nrule_files:\n  - alerts.yml\n"
+                      + scrape[scrape.index("scrape_configs:"):])
+    shutil.copy(RULES, tmp_path / RULES.name)
+    result = _run("check", "config", config.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
