@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -72,35 +73,71 @@ class Backoff:
 Command = tuple[str | int | float, ...]
 
 
-def execute_commands(client: redis.Redis, commands: list[Command]) -> list[object]:
-    """Send ``commands`` in one round trip; return one reply per command, in order.
+class CommandStream:
+    """Commands sent in several writes on one connection; every reply read at the end.
 
-    A command Redis refuses yields its :class:`redis.ResponseError` in the list (the others
-    still run); a connection failure raises. This is ``pipeline().execute(raise_on_error=
-    False)`` without redis-py's per-argument Python packing, which dominates the governor's
-    write path: with hiredis, each command is packed by one C call. Clients that are not
-    plain TCP/Unix redis-py clients (fakeredis) take the ordinary pipeline.
+    Redis starts executing the first commands while the caller is still preparing the
+    next ones, so a caller that sends in chunks overlaps its own work with the server's.
+    Replies come back in order, one per command: a command Redis refuses yields its
+    :class:`redis.ResponseError` in the list (the others still run); a connection failure
+    raises. With hiredis each command is packed by one C call (redis-py's per-argument
+    Python packing dominated the governor's write path). Clients that are not plain
+    redis-py clients (fakeredis) get an ordinary pipeline, executed at :meth:`replies`.
     """
-    if not commands:
-        return []
-    if _hiredis is None or type(client) is not redis.Redis:
-        pipe = client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return pipe.execute(raise_on_error=False)
-    pool = client.connection_pool
-    connection = pool.get_connection()
-    try:
-        connection.send_packed_command([b"".join(map(_hiredis.pack_command, commands))])
-        replies: list[object] = []
-        for _ in commands:
-            try:
-                replies.append(connection.read_response())
-            except redis.ResponseError as exc:
-                replies.append(exc)
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._fast = _hiredis is not None and type(client) is redis.Redis
+        self._connection: Any = None
+        self._sent = 0
+        self._queued: list[Command] = []
+
+    def send(self, commands: list[Command]) -> None:
+        if not commands:
+            return
+        if not self._fast:
+            self._queued.extend(commands)
+            return
+        if self._connection is None:
+            self._connection = self._client.connection_pool.get_connection()
+        try:
+            self._connection.send_packed_command(
+                [b"".join(map(_hiredis.pack_command, commands))])
+        except BaseException:
+            self._release(broken=True)
+            raise
+        self._sent += len(commands)
+
+    def replies(self) -> list[object]:
+        if not self._fast:
+            pipe = self._client.pipeline(transaction=False)
+            for command in self._queued:
+                pipe.execute_command(*command)
+            self._queued = []
+            return pipe.execute(raise_on_error=False) if len(pipe) else []
+        connection, replies = self._connection, []
+        try:
+            for _ in range(self._sent):
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            self._release(broken=True)
+            raise
+        self._release(broken=False)
         return replies
-    except BaseException:
-        connection.disconnect()  # a half-read reply stream cannot be reused
-        raise
-    finally:
-        pool.release(connection)
+
+    def _release(self, *, broken: bool) -> None:
+        if self._connection is not None:
+            if broken:
+                self._connection.disconnect()  # a half-read reply stream cannot be reused
+            self._client.connection_pool.release(self._connection)
+        self._connection, self._sent = None, 0
+
+
+def execute_commands(client: redis.Redis, commands: list[Command]) -> list[object]:
+    """Send ``commands`` in one round trip; one reply per command (see :class:`CommandStream`)."""
+    stream = CommandStream(client)
+    stream.send(commands)
+    return stream.replies()

@@ -37,13 +37,14 @@ from governor_core.governor.gates import (
     CORE_FIELDS,
     DECISIONS,
     NO_CAP,
+    Cap,
     choose_cap,
     core_permit,
     decide,
 )
 from governor_core.plans import REJECTION_CODES, Plan, PlanRejection, parse_plan
 from governor_core.plugins import PluginHost
-from governor_core.redis_io import REDIS_OUTAGE_ERRORS, Backoff, Command, execute_commands
+from governor_core.redis_io import REDIS_OUTAGE_ERRORS, Backoff, Command, CommandStream
 
 log = logging.getLogger("quantum.governor")
 
@@ -57,10 +58,18 @@ BUDGET_KEY = "quantum:portfolio:budget:{}"
 
 # KEYS: permit hash, permit stream, plan stream.
 # ARGV: group, entry id, ttl, maxlen, n (core field args), core fields…, plugin fields…
+# Every check comes before the first write, so a refused write leaves nothing behind
+# (a permit written but not announced would be taken for a duplicate on retry).
 ISSUE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
+local permit_type = redis.call('TYPE', KEYS[1]).ok
+if permit_type == 'hash' then
   redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
   return 0
+end
+local stream_type = redis.call('TYPE', KEYS[2]).ok
+if permit_type ~= 'none' or (stream_type ~= 'none' and stream_type ~= 'stream') then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' is a ' .. permit_type .. ', '
+                           .. KEYS[2] .. ' is a ' .. stream_type)
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -77,6 +86,9 @@ return 1
 
 #: After this many failed writes of the same entry it is dead-lettered instead of retried.
 MAX_WRITE_ATTEMPTS = 3
+#: Plans drafted per write sent: small enough that Redis starts early, large enough that
+#: each send is one syscall for many commands.
+WRITE_CHUNK = 50
 LAG_REFRESH_SEC = 5.0
 
 
@@ -183,17 +195,24 @@ class GovernorService:
             if claimed:
                 self.process(claimed)
                 return len(claimed)
-        cursor = self._pending_cursor or ">"
-        response = self.redis.xreadgroup(
-            self.config.group, self.config.consumer, {PLAN_STREAM: cursor},
-            count=self.config.batch_size,
-            block=None if self._pending_cursor else self.config.block_ms)
-        entries = response[0][1] if response else []
         if self._pending_cursor is not None:
+            # Our own unacknowledged plans first (after a start, an outage or a refused
+            # write), one batch at a time; then new plans, in the same step.
+            entries = self._read(self._pending_cursor, block=None)
             self._pending_cursor = entries[-1][0] if entries else None
+            if entries:
+                self.process(entries)
+                return len(entries)
+        entries = self._read(">", block=self.config.block_ms)
         if entries:
             self.process(entries)
         return len(entries)
+
+    def _read(self, cursor: str, block: int | None) -> list[tuple[str, dict[str, str] | None]]:
+        response = self.redis.xreadgroup(self.config.group, self.config.consumer,
+                                         {PLAN_STREAM: cursor}, count=self.config.batch_size,
+                                         block=block)
+        return response[0][1] if response else []
 
     def _claim_abandoned(self) -> list[tuple[str, dict[str, str] | None]]:
         """Take over plans another consumer read but never acknowledged (it crashed)."""
@@ -229,13 +248,25 @@ class GovernorService:
             parsed = parse_plan(entry_id, fields)
             (plans if isinstance(parsed, Plan) else rejections).append(parsed)
 
-        permits = self._draft_permits(plans, now) if plans else []
-        result = self._write(plans, permits, rejections, vanished)
+        stream = CommandStream(self.redis)
+        stream.send([("SCRIPT", "LOAD", ISSUE_SCRIPT), ("SCRIPT", "LOAD", DEAD_LETTER_SCRIPT)])
+        permits = self._issue(plans, now, stream) if plans else []
+        maxlen, group = str(self.config.stream_maxlen), self.config.group
+        tail: list[Command] = [
+            ("EVALSHA", _SHAS[1], "2", DEAD_STREAM, PLAN_STREAM, group, rejection.entry_id,
+             maxlen, *_dead_letter_fields(rejection.entry_id, rejection.code,
+                                          rejection.message, rejection.fields))
+            for rejection in rejections]
+        if vanished:
+            tail.append(("XACK", PLAN_STREAM, group, *vanished))
+        stream.send(tail)
+        result = self._account(plans, permits, rejections, stream.replies()[2:])
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.last_batch.set(now)
         return result
 
-    def _draft_permits(self, plans: list[Plan], now: float) -> list[dict[str, str]]:
+    def _gates(self, plans: list[Plan]) -> tuple[bool, dict[str, Cap]]:
+        """The kill switch and every symbol's cap, in one round trip."""
         symbols = sorted({plan.symbol for plan in plans})
         pipe = self.redis.pipeline(transaction=False)
         pipe.type(KILL_KEY)
@@ -244,21 +275,40 @@ class GovernorService:
             pipe.hget(TARGET_KEY.format(symbol), "target_usd")
             pipe.hget(BUDGET_KEY.format(symbol), "budget_usd")
         replies = pipe.execute(raise_on_error=False)
-        kill = self._kill_switch(replies[0], replies[1])
         caps = {}
         for index, symbol in enumerate(symbols):
             target, budget = replies[2 + 2 * index], replies[3 + 2 * index]
             caps[symbol] = choose_cap(_value(target, symbol), _value(budget, symbol))
+        return self._kill_switch(replies[0], replies[1]), caps
 
+    def _issue(self, plans: list[Plan], now: float,
+               stream: CommandStream) -> list[dict[str, str]]:
+        """Draft every permit and send its write, :data:`WRITE_CHUNK` plans at a time.
+
+        Redis executes one chunk's scripts while the next chunk is drafted, so the batch
+        costs about the larger of the two instead of their sum.
+        """
+        kill, caps = self._gates(plans)
         extensions = self.extensions.begin(plans, self.redis, now)
-        cooldown, ttl = self.config.cooldown_sec, self.config.permit_ttl_sec
-        permits = []
-        for plan in plans:
-            gate = decide(plan.notional_usd, kill, caps.get(plan.symbol, NO_CAP))
-            permit = core_permit(plan, gate, cooldown_sec=cooldown, ttl_sec=ttl, now=now)
-            if extensions:
-                extensions.extend(plan, permit)
-            permits.append(permit)
+        config = self.config
+        cooldown, ttl = config.cooldown_sec, config.permit_ttl_sec
+        head = ("EVALSHA", _SHAS[0], "3")
+        tail = (config.group, str(ttl), str(config.stream_maxlen), str(2 * len(CORE_FIELDS)))
+        permits: list[dict[str, str]] = []
+        for start in range(0, len(plans), WRITE_CHUNK):
+            commands: list[Command] = []
+            for plan in plans[start:start + WRITE_CHUNK]:
+                gate = decide(plan.notional_usd, kill, caps.get(plan.symbol, NO_CAP))
+                permit = core_permit(plan, gate, cooldown_sec=cooldown, ttl_sec=ttl, now=now)
+                if extensions:
+                    extensions.extend(plan, permit)
+                permits.append(permit)
+                command = [*head, PERMIT_KEY.format(plan.plan_id), PERMIT_STREAM, PLAN_STREAM,
+                           tail[0], plan.entry_id, *tail[1:]]
+                for item in permit.items():
+                    command.extend(item)
+                commands.append(tuple(command))
+            stream.send(commands)
         return permits
 
     def _kill_switch(self, key_type: object, value: object) -> bool:
@@ -269,31 +319,9 @@ class GovernorService:
             return True
         return value == "1"
 
-    def _write(self, plans: list[Plan], permits: list[dict[str, str]],
-               rejections: list[PlanRejection], vanished: list[str]) -> BatchResult:
-        config = self.config
-        group = config.group
-        commands: list[Command] = [("SCRIPT", "LOAD", ISSUE_SCRIPT),
-                                   ("SCRIPT", "LOAD", DEAD_LETTER_SCRIPT)]
-        issue_sha, dead_sha = _SHAS
-        core_args = str(2 * len(CORE_FIELDS))
-        ttl, maxlen = str(config.permit_ttl_sec), str(config.stream_maxlen)
-        head = ("EVALSHA", issue_sha, "3")
-        for plan, permit in zip(plans, permits, strict=True):
-            command = [*head, PERMIT_KEY.format(plan.plan_id), PERMIT_STREAM, PLAN_STREAM,
-                       group, plan.entry_id, ttl, maxlen, core_args]
-            for item in permit.items():
-                command.extend(item)
-            commands.append(tuple(command))
-        for rejection in rejections:
-            commands.append(("EVALSHA", dead_sha, "2", DEAD_STREAM, PLAN_STREAM, group,
-                             rejection.entry_id, maxlen,
-                             *_dead_letter_fields(rejection.entry_id, rejection.code,
-                                                  rejection.message, rejection.fields)))
-        if vanished:
-            commands.append(("XACK", PLAN_STREAM, group, *vanished))
-        replies = execute_commands(self.redis, commands)[2:]
-
+    def _account(self, plans: list[Plan], permits: list[dict[str, str]],
+                 rejections: list[PlanRejection], replies: list[object]) -> BatchResult:
+        """Count what the batch's writes did; schedule a retry for any Redis refused."""
         issued = duplicates = failed = 0
         decisions: Tally[str] = Tally()
         for plan, permit, reply in zip(plans, permits, replies, strict=False):
