@@ -26,6 +26,9 @@ from governor_core.runtime import (
 
 PROG = "quantum-governor"
 HOSTS = ("governor", "allocation")
+#: The hooks each host calls besides the set-up hooks every plugin may implement.
+HOST_HOOKS = {"governor": {"on_permit_batch", "on_issue_permit"},
+              "allocation": {"on_allocation_tick"}}
 
 
 def governor_main(argv: Sequence[str] | None = None) -> int:
@@ -103,8 +106,12 @@ def list_plugins() -> int:
         print(f"{name}  ({first.distribution or 'not installed'} {first.version or ''})".rstrip())
         print(f"  hooks: {', '.join(hooks) or '-'}")
         for host, status in statuses.items():
-            detail = "" if status.state == "active" else f": {status.why}"
-            print(f"  {host}: {status.state}{detail}")
+            if status.state != "active":
+                print(f"  {host}: {status.state}: {status.why}")
+            elif HOST_HOOKS[host].isdisjoint(status.hooks):
+                print(f"  {host}: idle (implements no hook this host calls)")
+            else:
+                print(f"  {host}: active")
     return 0
 
 
