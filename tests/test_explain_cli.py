@@ -122,16 +122,6 @@ def test_explain_after_the_permit_key_expired(issued: str, real_redis) -> None:
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(strict=True, reason=(
-    "service.py ISSUE_SCRIPT writes only core fields to quantum:stream:permit.issued, so "
-    "explain cannot show eff_* once the permit key has expired"))
-def test_explain_after_expiry_still_shows_plugin_fields(issued: str, real_redis) -> None:
-    real_redis.delete("quantum:permit:ex-1")
-    result = cli("explain", "ex-1", REDIS_URL=issued)
-    assert "eff_reason = ok" in result.stdout
-
-
-@pytest.mark.redis
 def test_explain_dead_letter_as_rejected(issued: str) -> None:
     result = cli("explain", "ex-bad", REDIS_URL=issued)
     assert result.returncode == 0
