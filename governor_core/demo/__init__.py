@@ -92,9 +92,9 @@ def run_demo(*, duration: float = 30.0, redis_url: str | None = None, force: boo
         where = "an embedded Redis (fakeredis, in this process)" if stack.embedded else (
             redact_url(redis_url or ""))
         print(f"Quantum Governor demo: {SCRIPT_SEC // 60} simulated minutes of a scripted "
-              f"market in {duration:g} s, on {where}.", file=out)
+              f"market, played in {duration:g} s\non {where}.", file=out)
         if stack.deleted_keys:
-            print(f"--force: deleted {stack.deleted_keys} quantum:* keys first.", file=out)
+            print(f"--force: deleted {stack.deleted_keys} quantum:* key(s) first.", file=out)
         print("The real governor and P2.9 allocation services run with the installed plugins:",
               file=out)
         print(*plugin_lines(stack), sep="\n", file=out)
@@ -107,6 +107,7 @@ def run_demo(*, duration: float = 30.0, redis_url: str | None = None, force: boo
         started = time.monotonic()
         finished = loop.run(duration)
         elapsed = time.monotonic() - started
+        print(file=out)
         if finished:
             print(f"Done: the whole script ran in {elapsed:.1f} s.\n", file=out)
         else:

@@ -187,8 +187,8 @@ class LiveTable:
             lines = [line[:width] for line in lines]  # a wrapped line would break cursor-up
             if self._drawn:
                 self.out.write(f"\x1b[{self._drawn}F\x1b[J")
-            self._drawn = len(lines)
-        else:
-            lines = [*lines, ""]
+        elif self._drawn:
+            self.out.write("\n")
+        self._drawn = len(lines)
         self.out.write("\n".join(lines) + "\n")
         self.out.flush()

@@ -97,18 +97,14 @@ def where_next(stack: DemoStack, plan_id: str | None) -> list[str]:
     permit = f"quantum:permit:{plan_id}" if plan_id else "quantum:permit:<plan_id>"
     n = len(SYMBOLS)
     keys = [
-        (f"HGETALL {permit}", "the permit: core fields, then the P3.1 eff_* fields"),
-        ("XREVRANGE quantum:stream:permit.issued + - COUNT 5",
-         "one entry per permit (core fields)"),
-        (f"HGETALL quantum:allocation:target:{symbol}",
-         "the live P2.9 target, the governor's cap"),
-        (f"HGETALL quantum:allocation:target:proposed:{symbol}",
-         "p29_shadow's proposal (never applied)"),
-        (f"XREVRANGE quantum:stream:allocation.decision + - COUNT {n}",
-         "every target with all its factors"),
-        (f"XREVRANGE quantum:stream:allocation.target.proposed + - COUNT {n}",
-         "every proposal"),
-        ("XRANGE quantum:stream:apply.plan.dead - +", "rejected plans, with the error"),
+        ("the permit", f"HGETALL {permit}"),
+        ("permits issued", "XREVRANGE quantum:stream:permit.issued + - COUNT 5"),
+        ("live P2.9 target", f"HGETALL quantum:allocation:target:{symbol}"),
+        ("shadow proposal", f"HGETALL quantum:allocation:target:proposed:{symbol}"),
+        ("P2.9 decisions", f"XREVRANGE quantum:stream:allocation.decision + - COUNT {n}"),
+        ("shadow proposals",
+         f"XREVRANGE quantum:stream:allocation.target.proposed + - COUNT {n}"),
+        ("rejected plans", "XRANGE quantum:stream:apply.plan.dead - +"),
     ]
     lines = ["WHERE TO LOOK NEXT"]
     if stack.embedded:
@@ -117,18 +113,17 @@ def where_next(stack: DemoStack, plan_id: str | None) -> list[str]:
             "  against a real Redis, e.g.:",
             "    redis-server --port 6390 --save '' --daemonize yes",
             "    quantum-governor demo --redis-url redis://127.0.0.1:6390/0",
-            "  and then look at (redis-cli -u <url> ...):",
+            "  and then look at (with redis-cli -u <url>):",
         ]
-        prefix = "    "
+        prefix = ""
     else:
         url = redact_url(stack.url or "")
         hidden = " (password hidden: use your own URL)" if url != stack.url else ""
         lines.append(f"  The keys stay in {url}{hidden}; permits for an hour:")
-        prefix = f"    redis-cli -u {url} "
-    width = max(len(command) for command, _ in keys)
-    lines += [f"{prefix}{command:<{width}}  {why}" for command, why in keys]
+        prefix = f"redis-cli -u {url} "
+    lines += [f"    {what:<17} {prefix}{command}" for what, command in keys]
     if not stack.embedded and plan_id:
-        lines.append(f"    REDIS_URL={redact_url(stack.url or '')} quantum-governor explain "
+        lines.append(f"    {'why this permit':<17} REDIS_URL={url} quantum-governor explain "
                      f"{plan_id}")
     lines += [
         "  Metrics: the demo serves none; the counts above are the ones the services export",

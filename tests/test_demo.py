@@ -1,0 +1,203 @@
+"""``quantum-governor demo``: runs to the end, shows what the script provokes, is
+reproducible, works against a real Redis, and keeps plugin errors visible."""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from redis_server import RedisServer, start_redis
+
+from governor_core.demo import run_demo
+from governor_core.demo.display import Header, SymbolState, render_row, render_table
+from governor_core.demo.market import SCRIPT_SEC, SYMBOLS, market_second
+from governor_core.runtime import EXIT_CONFIG
+
+CLI = str(Path(sys.executable).parent / "quantum-governor")
+
+
+def demo(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, "demo", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def section(output: str, title: str) -> str:
+    """The block of ``output`` from the line starting with ``title`` to the next blank line."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def without_timing(output: str) -> list[str]:
+    return [line for line in output.splitlines()
+            if "ran in" not in line and "expires in" not in line]
+
+
+@pytest.fixture(scope="module")
+def embedded_run() -> subprocess.CompletedProcess[str]:
+    """One run as ``make demo`` does it, but three seconds long (the script always
+    completes: it is spread over the duration)."""
+    started = time.monotonic()
+    result = demo("--duration", "3")
+    assert 3 <= time.monotonic() - started < 15
+    return result
+
+
+def test_embedded_demo_runs_the_whole_script(embedded_run: subprocess.CompletedProcess[str]
+                                             ) -> None:
+    out = embedded_run.stdout
+    assert embedded_run.returncode == 0, embedded_run.stderr
+    assert embedded_run.stderr == ""
+    assert "embedded Redis" in out
+    assert "p31_efficiency 0.1.0: active on the governor host" in out
+    assert "p29_shadow 0.1.0: active on the allocation host" in out
+    assert "cap_source=allocation" in out
+    assert "\x1b[" not in out  # not a terminal: tables are appended, no escape codes
+    assert "sim 4:00 of 4:00  phase 4/4: efficiency decays" in out
+    assert out.count("SYMBOL ") == 4  # one table per phase
+    assert "Done: the whole script ran in" in out
+
+
+def test_embedded_demo_shows_what_the_script_provokes(
+        embedded_run: subprocess.CompletedProcess[str]) -> None:
+    out = embedded_run.stdout
+    rows = [line for line in out.splitlines() if line.split(" ", 1)[0] in SYMBOLS]
+    assert any("DOWNSIZE x" in row for row in rows)
+    assert any(" CLAMP " in row for row in rows) and any(" ALLOW " in row for row in rows)
+    for reason in ("ok", "stale_eff", "invalid_eff", "low_conf", "missing_eff"):
+        assert any(f" {reason} " in row for row in rows), reason
+    assert "regime TREND" in out and "regime CHOP" in out
+    assert "zone LOW" in out and "zone MID" in out
+
+    summary = section(out, "SUMMARY")
+    assert "240 permits by decision: ALLOW" in summary
+    assert "CLAMP 0" not in summary
+    for reason in ("ok", "stale_eff", "invalid_eff", "low_conf", "missing_eff"):
+        assert f"{reason} 0" not in summary and f" {reason} " in summary
+    assert "DOWNSIZE/ok" in summary
+    assert "dead letters: 1 (bad_notional 1)" in summary
+    assert "alpha 48" in summary
+    assert "plugin errors: 0" in summary
+
+    explain = section(out, "EXPLAIN")
+    plan_id = explain.split()[1]
+    assert "eff_action = DOWNSIZE" in explain and "decision:  CLAMP" in explain
+    assert "from allocation (quantum:allocation:target:" in explain
+    where = section(out, "WHERE TO LOOK NEXT")
+    assert f"HGETALL quantum:permit:{plan_id}" in where
+    for key in ("quantum:stream:permit.issued", "quantum:allocation:target:ETHUSDT",
+                "quantum:allocation:target:proposed:ETHUSDT",
+                "quantum:stream:allocation.decision"):
+        assert key in where
+    assert "plan dead-lettered" in out.split("SERVICE LOG", 1)[1]
+
+
+def test_two_runs_print_the_same_tables_and_summary(
+        embedded_run: subprocess.CompletedProcess[str]) -> None:
+    again = demo("--duration", "0")
+    assert again.returncode == 0, again.stderr
+    first = without_timing(embedded_run.stdout)
+    second = without_timing(again.stdout)
+    assert [line for line in first if "played in" not in line] == [
+        line for line in second if "played in" not in line]
+    assert section(embedded_run.stdout, "SUMMARY") == section(again.stdout, "SUMMARY")
+
+
+def test_bad_duration_is_one_line() -> None:
+    result = demo("--duration", "-1")
+    assert result.returncode == EXIT_CONFIG
+    assert result.stderr.strip().count("\n") == 0 and "--duration" in result.stderr
+
+
+def test_ctrl_c_still_prints_the_summary() -> None:
+    process = subprocess.Popen([CLI, "demo", "--duration", "60"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)  # past the start-up; the first table comes only at 1:00 of script time
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    assert "Interrupted after" in out
+    assert "SUMMARY" in out and "permits by decision" in out
+    assert "sim " in out  # the table as it was when interrupted
+    assert "Traceback" not in err
+
+
+def test_redis_url_refuses_a_database_in_use_unless_forced(redis_server: RedisServer,
+                                                           real_redis: redis.Redis) -> None:
+    real_redis.set("quantum:x", "1")
+    real_redis.set("other:key", "kept")
+    refused = demo("--duration", "0", "--redis-url", redis_server.url)
+    assert refused.returncode == EXIT_CONFIG
+    assert refused.stdout == ""
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert "quantum:x" in refused.stderr and "--force" in refused.stderr
+    assert real_redis.get("quantum:x") == "1"
+
+    forced = demo("--duration", "0", "--redis-url", redis_server.url, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "--force: deleted 1 quantum:* key(s) first" in forced.stdout
+    assert real_redis.get("quantum:x") is None
+    assert real_redis.get("other:key") == "kept"
+    plan_id = section(forced.stdout, "EXPLAIN").split()[1]
+    permit = real_redis.hgetall(f"quantum:permit:{plan_id}")
+    assert permit["eff_action"] == "DOWNSIZE" and permit["cap_source"] == "allocation"
+    assert real_redis.xlen("quantum:stream:permit.issued") == 240
+    assert f"quantum-governor explain {plan_id}" in forced.stdout
+    assert real_redis.exists("quantum:allocation:target:proposed:SOLUSDT")
+
+
+def test_redis_url_with_a_password_never_prints_it() -> None:
+    server = start_redis()
+    try:
+        server.client().config_set("requirepass", "s3cret-pw")
+        url = f"redis://:s3cret-pw@127.0.0.1:{server.port}/0"
+        result = demo("--duration", "0", "--redis-url", url)
+        assert result.returncode == 0, result.stderr
+        assert "s3cret-pw" not in result.stdout + result.stderr
+        assert f"redis://:***@127.0.0.1:{server.port}/0" in result.stdout
+        wrong = demo("--duration", "0", "--redis-url", url.replace("s3cret-pw", "n0pe-pw"))
+        assert wrong.returncode == EXIT_CONFIG
+        assert "n0pe-pw" not in wrong.stdout + wrong.stderr
+    finally:
+        server.stop()
+
+
+def test_a_plugin_error_is_shown_after_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    import p29_shadow.plugin
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(p29_shadow.plugin, "propose", broken)
+    out = io.StringIO()
+    assert run_demo(duration=0, out=out) == 0
+    text = out.getvalue()
+    assert "p29_shadow/on_allocation_tick 24" in section(text, "SUMMARY")
+    assert "ERROR quantum.plugins: plugin p29_shadow raised in on_allocation_tick" in text
+    assert "240 permits" in text  # the governor carried on
+
+
+def test_the_market_script_is_pure() -> None:
+    assert [market_second(t) for t in range(SCRIPT_SEC)] == [
+        market_second(t) for t in range(SCRIPT_SEC)]
+    plans = [plan for t in range(SCRIPT_SEC) for plan in market_second(t).plans]
+    assert len({plan["plan_id"] for plan in plans}) == len(plans) == SCRIPT_SEC + 1
+
+
+def test_rows_render_missing_data_as_dashes() -> None:
+    row = render_row(SymbolState("AAVEUSDT", {}, {}, {}, {}), now=100.0)
+    assert row.startswith("AAVEUSDT")
+    assert "(no plan yet)" in row and row.endswith("| -")
+    header = Header(60, 240, "calm trend", 1, 4, "TREND", 0.02, 100_000.0, "LOW")
+    lines = render_table(header, [SymbolState("BTCUSDT", {}, {}, {}, {})], now=0.0)
+    assert lines[0] == "sim 1:00 of 4:00  phase 1/4: calm trend"
+    bars = [[i for i, char in enumerate(line) if char == "|"] for line in lines[2:]]
+    assert bars[0] == bars[1]  # the header's columns and the row's line up
+
