@@ -147,20 +147,26 @@ def compute_targets(equity_usd: float, drawdown: float, regime: str | None,
     max_symbol = config.max_symbol_pct * equity_usd
     max_cluster = config.max_cluster_pct * equity_usd
 
+    # Factors depend on the cluster only: work them out once per cluster, not per symbol.
+    per_cluster: dict[str, tuple[tuple[str, ...], tuple[float, ...], float]] = {}
+    stale_budget = (("budget",), (1.0, 1.0, 1.0, 1.0), 1.0)
     drafts = []
     for item in symbols:
-        data = clusters.get(item.cluster_id, NO_CLUSTER_DATA)
-        if item.budget_fresh:
-            fallbacks = tuple(source for source, missing in (
-                ("regime", regime_name == UNKNOWN_REGIME),
-                ("cluster_stress", data.stress is None),
-                ("alpha", data.alpha is None)) if missing)
-            factors = (r_factor, cluster_factor(data.stress, config), dd_factor,
-                       performance_factor(data.alpha))
+        if not item.budget_fresh:
+            fallbacks, factors, product = stale_budget
         else:
-            fallbacks = ("budget",)
-            factors = (1.0, 1.0, 1.0, 1.0)
-        raw = item.base_budget * math.prod(factors)
+            known = per_cluster.get(item.cluster_id)
+            if known is None:
+                data = clusters.get(item.cluster_id, NO_CLUSTER_DATA)
+                fallbacks = tuple(source for source, missing in (
+                    ("regime", regime_name == UNKNOWN_REGIME),
+                    ("cluster_stress", data.stress is None),
+                    ("alpha", data.alpha is None)) if missing)
+                factors = (r_factor, cluster_factor(data.stress, config), dd_factor,
+                           performance_factor(data.alpha))
+                known = per_cluster[item.cluster_id] = (fallbacks, factors, math.prod(factors))
+            fallbacks, factors, product = known
+        raw = item.base_budget * product
         drafts.append((item, fallbacks, factors, raw, min(raw, max_symbol)))
 
     totals: dict[str, float] = {}
