@@ -46,7 +46,8 @@ def governor_main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--redis-url", default=None,
                       help="use this Redis instead of the embedded one")
     demo.add_argument("--force", action="store_true",
-                      help="with --redis-url: run even if the database holds quantum:* keys")
+                      help="with --redis-url: delete the database's quantum:* keys first "
+                           "(without it the demo refuses a database that has any)")
     args = parser.parse_args(argv)
 
     if args.command == "run":
