@@ -35,7 +35,8 @@ LEGEND = (
     "            low_conf = confidence below 0.65; missing_eff = no feed (all but ok give "
     "MULT 1.00)",
     "  PERMIT    the symbol's newest plan: USD asked -> ALLOW (within the cap) or CLAMP "
-    "(cut to the cap)",
+    "(cut to the cap),",
+    "            the cap being TARGET as it was when the plan arrived",
     "  HINT      p31_efficiency's fields on that permit: DOWNSIZE when score < 0.45, "
     "factor = max(0.25,",
     "            score/0.45), extra cooldown = (1 - score) x 120 s; NONE otherwise. "
@@ -184,7 +185,10 @@ class LiveTable:
     def show(self, lines: Sequence[str]) -> None:
         if self.tty:
             width = max(20, shutil.get_terminal_size().columns - 1)
-            lines = [line[:width] for line in lines]  # a wrapped line would break cursor-up
+            widest = max((len(line) for line in lines), default=0)
+            if widest > width:  # a wrapped line would break cursor-up: cut, and say so
+                lines = [line[:width] for line in lines]
+                lines.append(f"(cut to the terminal: widen it to {widest + 1} columns)"[:width])
             if self._drawn:
                 self.out.write(f"\x1b[{self._drawn}F\x1b[J")
         elif self._drawn:
