@@ -68,7 +68,6 @@ class DemoStack:
     """The running pieces. ``client`` is the market's and the display's own connection."""
 
     url: str | None
-    env: Mapping[str, str]
     clock: SimClock
     client: redis.Redis
     governor: GovernorService
@@ -146,5 +145,5 @@ def build_stack(redis_url: str | None, *, force: bool = False,
                                governor_registry, clock=clock)
     allocation = AllocationService(allocation_config, make_client(), allocation_plugins,
                                    allocation_registry, clock=clock)
-    return DemoStack(redis_url, env, clock, client, governor, allocation, governor_plugins,
+    return DemoStack(redis_url, clock, client, governor, allocation, governor_plugins,
                      allocation_plugins, governor_registry, allocation_registry, deleted)
