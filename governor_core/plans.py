@@ -47,11 +47,19 @@ REJECTION_CODES = ("bad_plan_id", "bad_symbol", "bad_side", "bad_notional", "bad
 
 
 def parse_decimal(text: str | None) -> float | None:
-    """A finite number from a decimal string, or None for anything else."""
+    """A finite, non-negative number from a decimal string, or None for anything else."""
     if text is None or not _DECIMAL.fullmatch(text):
         return None
     value = float(text)
     return value if math.isfinite(value) else None
+
+
+def parse_signed_decimal(text: str | None) -> float | None:
+    """Like :func:`parse_decimal`, but a leading ``-`` is allowed (e.g. a cluster's alpha)."""
+    if text is not None and text.startswith("-") and not text.startswith("-+"):
+        value = parse_decimal(text[1:])
+        return None if value is None else -value
+    return parse_decimal(text)
 
 
 def parse_plan(entry_id: str, fields: Mapping[str, str]) -> Plan | PlanRejection:

@@ -3,6 +3,8 @@ plugin isolation, round trips, determinism."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
@@ -248,3 +250,18 @@ def test_redis_outage_is_ridden_out(redis_server):
         service_backoff.undo()
     assert calls == ["allocation cycle"]
     assert 'p29_redis_errors_total{op="loop"} 1.0' in generate_latest(registry).decode()
+
+
+@pytest.mark.parametrize(("alpha", "factor"), [
+    ("-0.8", 1 / (1 + math.exp(0.8))),   # a losing cluster gets less, not the 1.0 fallback
+    ("0", 0.5),
+    ("1.5", 1 / (1 + math.exp(-1.5))),
+    ("-+1", 1.0),                       # malformed: the alpha fallback
+])
+def test_cluster_alpha_is_a_signed_real(real_redis, alpha, factor):
+    seed(real_redis, symbols=("BTCUSDT",))
+    real_redis.hset("quantum:cluster:stress:majors", "alpha", alpha)
+    service, _ = make(real_redis)
+    target = service.step().targets[0]
+    assert target.performance_factor == pytest.approx(factor)
+    assert ("alpha" in target.fallbacks) == (alpha == "-+1")

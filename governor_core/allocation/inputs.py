@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from governor_core.allocation.formula import REGIMES, ClusterInput, SymbolInput
-from governor_core.plans import parse_decimal
+from governor_core.plans import parse_decimal, parse_signed_decimal
 from governor_core.redis_io import Command
 
 PORTFOLIO_KEY = "quantum:state:portfolio"
@@ -187,7 +187,7 @@ def parse_snapshot(replies: Sequence[object], now: float, stale_sec: float,
         stress = parse_decimal(stress_text) if fresh else None
         if stress is not None and not 0.0 <= stress <= 1.0:
             stress = None
-        alpha = parse_decimal(alpha_text) if fresh else None
+        alpha = parse_signed_decimal(alpha_text) if fresh else None
         if stress is None:
             fallbacks.append(("cluster_stress", cluster))
         if alpha is None:
