@@ -3,39 +3,20 @@ see the permits change, uninstall the plugin, see them change back."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import redis
+from venv_helper import clean_env, run, venv_with_plugin
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
-ROOT = Path(__file__).resolve().parent.parent
 EFF_FIELDS = {"eff_score", "eff_confidence", "eff_stale", "eff_factor", "eff_action",
               "eff_reason", "downsize_factor", "extra_cooldown_sec"}
 VARYING = {"plan_id", "issued_ts", "expires_ts"}
-JUNK = shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__", ".*")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
-           and not k.startswith(("GOVERNOR_", "P31_", "P29_", "REDIS_", "QUANTUM_"))}
-    env.update(extra)
-    return env
-
-
-def run(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(a) for a in args], env=clean_env(), capture_output=True,
-                            text=True, timeout=timeout)
-    assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
-    return result
 
 
 def permit_from_a_run(venv: Path, url: str, client: redis.Redis, plan_id: str,
@@ -69,21 +50,7 @@ def permit_from_a_run(venv: Path, url: str, client: redis.Redis, plan_id: str,
 
 def test_install_and_uninstall_p31(tmp_path: Path, real_redis: redis.Redis,
                                    redis_server) -> None:
-    # build from a clean copy, so stale build/ directories in the tree cannot leak in
-    source = tmp_path / "src"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        if (ROOT / name).exists():
-            shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "governor_core", source / "governor_core", ignore=JUNK)
-    shutil.copytree(ROOT / "plugins/p31_efficiency", source / "p31_efficiency", ignore=JUNK)
-
-    venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", venv)
-    assert "include-system-site-packages = false" in (venv / "pyvenv.cfg").read_text()
-    python = venv / "bin/python"
-    run(python, "-m", "pip", "install", "-q", "--disable-pip-version-check", source,
-        source / "p31_efficiency", timeout=180)
+    venv = venv_with_plugin(tmp_path, "p31_efficiency")
 
     listed = run(venv / "bin/quantum-governor", "plugins").stdout
     assert "p31_efficiency  (quantum-governor-p31-efficiency 0.1.0)" in listed
@@ -97,7 +64,8 @@ def test_install_and_uninstall_p31(tmp_path: Path, real_redis: redis.Redis,
     assert set(with_plugin) >= EFF_FIELDS
     assert (with_plugin["eff_action"], with_plugin["eff_factor"]) == ("DOWNSIZE", "0.4444")
 
-    run(python, "-m", "pip", "uninstall", "-y", "-q", "quantum-governor-p31-efficiency")
+    run(venv / "bin/python", "-m", "pip", "uninstall", "-y", "-q",
+        "quantum-governor-p31-efficiency")
     assert "p31_efficiency" not in run(venv / "bin/quantum-governor", "plugins").stdout
 
     without = permit_from_a_run(venv, redis_server.url, real_redis, "inst-2",

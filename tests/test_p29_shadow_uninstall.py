@@ -3,40 +3,20 @@ shadow proposals, uninstall the plugin, see none while the allocation decisions 
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import redis
+from venv_helper import clean_env, run, venv_with_plugin
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
-ROOT = Path(__file__).resolve().parent.parent
-JUNK = shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__", ".*")
 DECISIONS = "quantum:stream:allocation.decision"
 PROPOSED = "quantum:stream:allocation.target.proposed"
 VARYING = {"timestamp"}
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
-           and not k.startswith(("GOVERNOR_", "P31_", "P29_", "REDIS_", "QUANTUM_",
-                                 "PROPOSE_", "LOOP_"))}
-    env.update(extra)
-    return env
-
-
-def run(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(a) for a in args], env=clean_env(), capture_output=True,
-                            text=True, timeout=timeout)
-    assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
-    return result
 
 
 def seed(client: redis.Redis) -> None:
@@ -75,20 +55,7 @@ def one_cycle(venv: Path, url: str, client: redis.Redis, log: Path) -> dict[str,
 
 def test_install_and_uninstall_p29_shadow(tmp_path: Path, real_redis: redis.Redis,
                                           redis_server) -> None:
-    source = tmp_path / "src"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        if (ROOT / name).exists():
-            shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "governor_core", source / "governor_core", ignore=JUNK)
-    shutil.copytree(ROOT / "plugins/p29_shadow", source / "p29_shadow", ignore=JUNK)
-
-    venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", venv)
-    assert "include-system-site-packages = false" in (venv / "pyvenv.cfg").read_text()
-    python = venv / "bin/python"
-    run(python, "-m", "pip", "install", "-q", "--disable-pip-version-check", source,
-        source / "p29_shadow", timeout=180)
+    venv = venv_with_plugin(tmp_path, "p29_shadow")
     assert "p29_shadow" in run(venv / "bin/quantum-governor", "plugins").stdout
 
     seed(real_redis)
@@ -97,7 +64,7 @@ def test_install_and_uninstall_p29_shadow(tmp_path: Path, real_redis: redis.Redi
     assert real_redis.xlen(PROPOSED) >= 1
     assert (proposal["reason"], proposal["multiplier"]) == ("ok", "1.4000")
 
-    run(python, "-m", "pip", "uninstall", "-y", "-q", "quantum-governor-p29-shadow")
+    run(venv / "bin/python", "-m", "pip", "uninstall", "-y", "-q", "quantum-governor-p29-shadow")
     assert "p29_shadow" not in run(venv / "bin/quantum-governor", "plugins").stdout
 
     seed(real_redis)
