@@ -19,6 +19,10 @@ try:
     import hiredis as _hiredis
 except ImportError:  # pragma: no cover - hiredis is a declared dependency
     _hiredis = None
+try:  # redis-py's "reader needs more data" marker; without it replies take the slow path
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - a redis-py that moved it
+    _NOT_ENOUGH_DATA = None
 
 log = logging.getLogger("quantum.redis")
 
@@ -115,13 +119,9 @@ class CommandStream:
                 pipe.execute_command(*command)
             self._queued = []
             return pipe.execute(raise_on_error=False) if len(pipe) else []
-        connection, replies = self._connection, []
+        connection = self._connection
         try:
-            for _ in range(self._sent):
-                try:
-                    replies.append(connection.read_response())
-                except redis.ResponseError as exc:
-                    replies.append(exc)
+            replies = _read_replies(connection, self._sent)
         except BaseException:
             self._release(broken=True)
             raise
@@ -134,6 +134,41 @@ class CommandStream:
                 self._connection.disconnect()  # a half-read reply stream cannot be reused
             self._client.connection_pool.release(self._connection)
         self._connection, self._sent = None, 0
+
+
+def _read_replies(connection: Any, count: int) -> list[object]:
+    """``count`` replies, in order; a refused command's :class:`redis.ResponseError` is kept
+    in the list.
+
+    With redis-py's hiredis parser the replies are taken straight from its reader, feeding
+    it from the socket when it runs dry: ``connection.read_response`` costs about 5 µs of
+    Python per reply, which at 10⁴ replies a tick was a fifth of the allocation cycle. The
+    parser's own reader and socket reads are used, so nothing is buffered beside it. Any
+    other parser (no hiredis, a future redis-py) takes the documented path.
+    """
+    parser = getattr(connection, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    feed = getattr(parser, "read_from_socket", None)
+    replies: list[object] = []
+    if (_hiredis is None or _NOT_ENOUGH_DATA is None or feed is None
+            or not isinstance(reader, _hiredis.Reader)):
+        for _ in range(count):
+            try:
+                replies.append(connection.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+        return replies
+    gets, append = reader.gets, replies.append
+    while len(replies) < count:
+        reply = gets()
+        if reply is _NOT_ENOUGH_DATA:  # the parser's marker for "feed me more"
+            feed()  # raises redis.TimeoutError / ConnectionError as read_response would
+            continue
+        append(reply)
+    for reply in replies:  # hiredis hands back a dropped connection as a value
+        if isinstance(reply, redis.ConnectionError):
+            raise reply
+    return replies
 
 
 def execute_commands(client: redis.Redis, commands: list[Command]) -> list[object]:
