@@ -5,9 +5,8 @@ cluster map, efficiency hashes, a portfolio and a regime, then runs several tick
 through the real service (plugins loaded from their entry points) and prints the median
 milliseconds per tick and the Redis round trips per tick.
 
-Round trips are counted on the client: every request a redis-py connection writes goes
-through ``send_packed_command`` (a pipeline, or :func:`execute_commands`, sends its whole
-batch in one call and then reads every reply), so one call = one round trip. The injected
+Round trips are counted on the client (``tests/round_trips.py``): a send that has to wait for
+a reply; a pipeline sent in several chunks before any reply is read is one. The injected
 clock advances by ``LOOP_INTERVAL_SEC`` per tick so the shadow proposer runs on every tick.
 
 Usage: ``python bench/bench_allocation.py [--ticks N] [--sizes 100,1000,10000]``
@@ -28,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from redis_server import start_redis  # noqa: E402
+from round_trips import RoundTrips  # noqa: E402
 
 from governor_core.allocation.config import AllocationConfig  # noqa: E402
 from governor_core.allocation.service import AllocationService  # noqa: E402
@@ -36,27 +36,6 @@ from governor_core.plugins import build_plugin_host  # noqa: E402
 
 START = 1_800_000_000.0
 STEP_SEC = 10.0
-
-
-class RoundTrips:
-    """Counts ``send_packed_command`` calls of every redis-py connection while active."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._original = redis.connection.AbstractConnection.send_packed_command
-
-    def __enter__(self) -> RoundTrips:
-        original = self._original
-
-        def counting(conn: object, command: object, check_health: bool = True) -> None:
-            self.count += 1
-            original(conn, command, check_health)
-
-        redis.connection.AbstractConnection.send_packed_command = counting
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        redis.connection.AbstractConnection.send_packed_command = self._original
 
 
 def populate(client: redis.Redis, symbols: int, now: float) -> None:
@@ -83,7 +62,9 @@ def populate(client: redis.Redis, symbols: int, now: float) -> None:
 
 
 def bench(url: str, symbols: int, ticks: int, mode: str) -> tuple[float, list[int], int]:
-    env = {"REDIS_URL": url, "P29_MODE": mode, "LOOP_INTERVAL_SEC": str(STEP_SEC)}
+    # Staleness limits above the run's simulated span, so every tick computes every symbol.
+    env = {"REDIS_URL": url, "P29_MODE": mode, "LOOP_INTERVAL_SEC": str(STEP_SEC),
+           "STALE_DATA_SEC": "86400", "P31_STALE_SEC": "86400"}
     config = AllocationConfig.from_env(EnvReader(env))
     registry = CollectorRegistry()
     plugins = build_plugin_host("allocation", env, registry)

@@ -18,7 +18,7 @@ Checked in that order: malformed data is reported as malformed even if it is als
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from governor_core.plans import parse_decimal
 
@@ -27,9 +27,10 @@ FUTURE_SKEW_SEC = 30.0
 REASONS = ("ok", "missing_eff", "stale_eff", "low_conf", "invalid_eff", "redis_error")
 
 
-@dataclass(frozen=True, slots=True)
-class EfficiencyReading:
-    """What the efficiency hash says. ``score``/``confidence`` are None when unusable."""
+class EfficiencyReading(NamedTuple):
+    """What the efficiency hash says. ``score``/``confidence`` are None when unusable.
+
+    A named tuple (immutable, hashable, cheap to build: 10⁴ readings a shadow loop)."""
 
     reason: str
     score: float | None = None
@@ -52,17 +53,26 @@ def _unit(text: str | None) -> float | None:
 
 def read_efficiency(fields: Mapping[str, str] | None, now: float, *, min_conf: float,
                     stale_sec: float) -> EfficiencyReading:
-    if not fields or "efficiency_score" not in fields:
+    if not fields:
         return MISSING
-    score = _unit(fields.get("efficiency_score"))
-    raw_conf = fields.get("confidence")
-    confidence = 0.0 if raw_conf is None else _unit(raw_conf)
-    raw_ts = fields.get("ts")
-    ts = parse_decimal(raw_ts.strip() if isinstance(raw_ts, str) else None)
+    return read_efficiency_values(fields.get("efficiency_score"), fields.get("confidence"),
+                                  fields.get("ts"), now, min_conf, stale_sec)
+
+
+def read_efficiency_values(score_text: str | None, confidence_text: str | None,
+                           ts_text: str | None, now: float, min_conf: float,
+                           stale_sec: float) -> EfficiencyReading:
+    """:func:`read_efficiency` on the three fields as ``HMGET`` returns them (``None`` for
+    an absent field): the same rules, without building a mapping per symbol."""
+    if score_text is None:
+        return MISSING
+    score = _unit(score_text)
+    confidence = 0.0 if confidence_text is None else _unit(confidence_text)
+    ts = parse_decimal(ts_text.strip() if isinstance(ts_text, str) else None)
     if score is None or confidence is None or ts is None or ts > now + FUTURE_SKEW_SEC:
         return EfficiencyReading("invalid_eff", score, confidence)
     if now - ts > stale_sec:
-        return EfficiencyReading("stale_eff", score, confidence, stale=True)
+        return EfficiencyReading("stale_eff", score, confidence, True)
     if confidence < min_conf:
         return EfficiencyReading("low_conf", score, confidence)
     return EfficiencyReading("ok", score, confidence)

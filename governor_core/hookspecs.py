@@ -105,8 +105,11 @@ def on_issue_permit(plan: Plan, permit: Mapping[str, str], batch: Any,
 def on_allocation_tick(tick: AllocationTick, redis: redis.Redis, now: float) -> None:
     """React to a completed allocation cycle.
 
-    Called after the allocation host has computed and published a cycle's targets, in
-    both ``shadow`` and ``enforce`` modes.
+    Called after the allocation host has computed a cycle's targets and sent its writes
+    (decision entries, and live targets in ``enforce`` mode), in both modes. Redis may
+    still be applying those writes while the hook runs, so a plugin that reads the decision
+    stream or the live targets may see only part of the tick (that overlap is what keeps a
+    10⁴-symbol tick fast). The host checks its write replies after every plugin returns.
 
     :param tick: the whole cycle: mode, time, equity, and every target with its factors.
     :param redis: a client with decoded responses. Read with one pipeline and write with

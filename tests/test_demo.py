@@ -175,7 +175,7 @@ def test_a_plugin_error_is_shown_after_the_table(monkeypatch: pytest.MonkeyPatch
     def broken(*_args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(p29_shadow.plugin, "propose", broken)
+    monkeypatch.setattr(p29_shadow.plugin, "shadow_multiplier", broken)
     out = io.StringIO()
     assert run_demo(duration=0, out=out) == 0
     text = out.getvalue()

@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from governor_core.allocation.model import AllocationTarget
 
@@ -71,9 +72,10 @@ class FormulaConfig:
                 "CHOP": self.regime_chop}
 
 
-@dataclass(frozen=True, slots=True)
-class SymbolInput:
-    """One budgeted symbol. ``budget_fresh`` is False when the budget is stale."""
+class SymbolInput(NamedTuple):
+    """One budgeted symbol. ``budget_fresh`` is False when the budget is stale.
+
+    A named tuple for the same reason as :class:`AllocationTarget` (10⁴ per tick)."""
 
     symbol: str
     cluster_id: str
@@ -148,43 +150,44 @@ def compute_targets(equity_usd: float, drawdown: float, regime: str | None,
     max_cluster = config.max_cluster_pct * equity_usd
 
     # Factors depend on the cluster only: work them out once per cluster, not per symbol.
-    per_cluster: dict[str, tuple[tuple[str, ...], tuple[float, ...], float]] = {}
-    stale_budget = (("budget",), (1.0, 1.0, 1.0, 1.0), 1.0)
+    # Each entry: fallbacks, (regime, cluster, drawdown, performance factors), product,
+    # confidence.
+    Known = tuple[tuple[str, ...], tuple[float, float, float, float], float, float]
+    per_cluster: dict[str, Known] = {}
+    stale_budget: Known = (("budget",), (1.0, 1.0, 1.0, 1.0), 1.0, confidence(("budget",)))
     drafts = []
+    totals: dict[str, float] = {}
     for item in symbols:
+        cluster_id = item.cluster_id
         if not item.budget_fresh:
-            fallbacks, factors, product = stale_budget
+            known = stale_budget
         else:
-            known = per_cluster.get(item.cluster_id)
+            known = per_cluster.get(cluster_id)
             if known is None:
-                data = clusters.get(item.cluster_id, NO_CLUSTER_DATA)
+                data = clusters.get(cluster_id, NO_CLUSTER_DATA)
                 fallbacks = tuple(source for source, missing in (
                     ("regime", regime_name == UNKNOWN_REGIME),
                     ("cluster_stress", data.stress is None),
                     ("alpha", data.alpha is None)) if missing)
                 factors = (r_factor, cluster_factor(data.stress, config), dd_factor,
                            performance_factor(data.alpha))
-                known = per_cluster[item.cluster_id] = (fallbacks, factors, math.prod(factors))
-            fallbacks, factors, product = known
-        raw = item.base_budget * product
-        drafts.append((item, fallbacks, factors, raw, min(raw, max_symbol)))
+                known = per_cluster[cluster_id] = (fallbacks, factors, math.prod(factors),
+                                                   confidence(fallbacks))
+        raw = item.base_budget * known[2]
+        capped = raw if raw <= max_symbol else max_symbol
+        totals[cluster_id] = totals.get(cluster_id, 0.0) + capped
+        drafts.append((item, known, raw, capped))
 
-    totals: dict[str, float] = {}
-    for item, *_, capped in drafts:
-        totals[item.cluster_id] = totals.get(item.cluster_id, 0.0) + capped
     scales = {cluster: (max_cluster / total if total > max_cluster else 1.0)
               for cluster, total in totals.items()}
 
     targets = []
-    for item, fallbacks, factors, raw, capped in drafts:
+    append = targets.append
+    for item, (fallbacks, factors, _, conf), raw, capped in drafts:
         scale = scales[item.cluster_id]
         target = capped * scale
-        targets.append(AllocationTarget(
-            symbol=item.symbol, cluster_id=item.cluster_id, base_budget=item.base_budget,
-            regime=regime_name,
-            regime_factor=factors[0], cluster_factor=factors[1],
-            drawdown_zone=zone, drawdown_factor=factors[2], performance_factor=factors[3],
-            raw_target_usd=raw, symbol_cap_applied=raw > max_symbol, cluster_scale=scale,
-            target_usd=target, weight=target / equity_usd, confidence=confidence(fallbacks),
-            fallbacks=fallbacks))
+        append(AllocationTarget(
+            item.symbol, item.cluster_id, item.base_budget, regime_name, factors[0],
+            factors[1], zone, factors[2], factors[3], raw, raw > max_symbol, scale, target,
+            target / equity_usd, conf, fallbacks))
     return tuple(targets)

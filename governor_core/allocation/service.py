@@ -2,9 +2,10 @@
 
 One cycle is two Redis round trips, whatever the number of symbols: one pipeline that reads
 everything (:mod:`governor_core.allocation.inputs`) and one that writes everything
-(:mod:`governor_core.allocation.publish`). Then each plugin's ``on_allocation_tick`` is
-called on its own (by contract one read and one write pipeline each); a plugin that raises is
-logged and counted, and the cycle is complete without it.
+(:mod:`governor_core.allocation.publish`). Once the writes are sent, each plugin's
+``on_allocation_tick`` is called on its own (by contract one read and one write pipeline
+each) while Redis applies them; then the host reads its write replies. A plugin that raises
+is logged and counted, and the cycle is complete without it.
 
 A stale or missing portfolio skips the cycle: nothing is written and no plugin is called.
 Redis outages are waited out with :class:`Backoff`; the loop resumes when Redis returns.
@@ -25,9 +26,10 @@ from governor_core.allocation.config import AllocationConfig
 from governor_core.allocation.formula import cluster_factor, compute_targets, regime_factor
 from governor_core.allocation.inputs import Snapshot, parse_snapshot, snapshot_commands
 from governor_core.allocation.model import AllocationTick
-from governor_core.allocation.publish import publish_commands
+from governor_core.allocation.publish import publish_chunks
+from governor_core.metrics import SymbolSeries
 from governor_core.plugins import PluginHost
-from governor_core.redis_io import REDIS_OUTAGE_ERRORS, Backoff, execute_commands
+from governor_core.redis_io import REDIS_OUTAGE_ERRORS, Backoff, CommandStream, execute_commands
 
 log = logging.getLogger("quantum.allocation")
 
@@ -41,25 +43,26 @@ class AllocationMetrics:
     ``p29_unmapped_symbols`` and ``p29_redis_errors_total``."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.computed = Counter("p29_targets_computed_total", "Targets computed, per symbol",
-                                ["symbol"], registry=registry)
+        self.computed = SymbolSeries("p29_targets_computed_total",
+                                     "Targets computed, per symbol", counter=True,
+                                     registry=registry)
         self.shadow_pass = Counter("p29_shadow_pass_total",
                                    "Cycles completed in shadow mode (no live target written)",
                                    registry=registry)
-        self.overrides = Counter("p29_enforce_overrides_total",
-                                 "Live targets written in enforce mode, per symbol",
-                                 ["symbol"], registry=registry)
+        self.overrides = SymbolSeries("p29_enforce_overrides_total",
+                                      "Live targets written in enforce mode, per symbol",
+                                      counter=True, registry=registry)
         self.fallbacks = Counter("p29_stale_fallback_total",
                                  "Missing or stale inputs replaced by their fallback",
                                  ["data_source"], registry=registry)
-        self.confidence = Gauge("p29_allocation_confidence", "Allocation confidence [0, 1]",
-                                ["symbol"], registry=registry)
-        self.target = Gauge("p29_target_usd", "Latest computed target in USD", ["symbol"],
-                            registry=registry)
+        self.confidence = SymbolSeries("p29_allocation_confidence",
+                                       "Allocation confidence [0, 1]", registry=registry)
+        self.target = SymbolSeries("p29_target_usd", "Latest computed target in USD",
+                                   registry=registry)
         self.regime_factor = Gauge("p29_regime_factor", "Current regime multiplier",
                                    registry=registry)
-        self.cluster_factor = Gauge("p29_cluster_factor", "Current cluster multiplier",
-                                    ["cluster"], registry=registry)
+        self.cluster_factor = SymbolSeries("p29_cluster_factor", "Current cluster multiplier",
+                                           label="cluster", registry=registry)
         self.drawdown_factor = Gauge("p29_drawdown_factor", "Current drawdown multiplier",
                                      registry=registry)
         self.duration = Histogram("p29_loop_duration_seconds",
@@ -74,35 +77,18 @@ class AllocationMetrics:
                                     ["op"], registry=registry)
         for source in DATA_SOURCES:
             self.fallbacks.labels(data_source=source)
-        # Per-symbol children, cached: label lookup dominates at 10⁴ symbols.
-        self._symbols: dict[str, tuple[Counter, Gauge, Gauge]] = {}
-        self._overrides: dict[str, Counter] = {}
 
     def record(self, tick: AllocationTick) -> None:
-        seen = set()
-        for target in tick.targets:
-            children = self._symbols.get(target.symbol)
-            if children is None:
-                symbol = target.symbol
-                children = (self.computed.labels(symbol=symbol),
-                            self.confidence.labels(symbol=symbol),
-                            self.target.labels(symbol=symbol))
-                self._symbols[symbol] = children
-            children[0].inc()
-            children[1].set(target.confidence)
-            children[2].set(target.target_usd)
-            seen.add(target.symbol)
-        for symbol in set(self._symbols) - seen:  # gone symbols leave no stale gauges
-            del self._symbols[symbol]
-            self.confidence.remove(symbol)
-            self.target.remove(symbol)
+        """Per-symbol series in a few C-level passes per tick (see
+        :mod:`governor_core.metrics`); a symbol gone from the tick leaves no stale gauge."""
+        targets = tick.targets
+        symbols = [target.symbol for target in targets]
+        self.computed.inc_all(symbols)
+        self.confidence.set_all(dict(zip(symbols, [t.confidence for t in targets],
+                                         strict=True)))
+        self.target.set_all(dict(zip(symbols, [t.target_usd for t in targets], strict=True)))
         if tick.mode == "enforce":
-            for target in tick.targets:
-                child = self._overrides.get(target.symbol)
-                if child is None:
-                    child = self._overrides[target.symbol] = self.overrides.labels(
-                        symbol=target.symbol)
-                child.inc()
+            self.overrides.inc_all(symbols)
         else:
             self.shadow_pass.inc()
 
@@ -164,21 +150,29 @@ class AllocationService:
                                     snapshot.symbols, snapshot.clusters, formula),
             max_symbol_usd=formula.max_symbol_pct * snapshot.equity_usd,
             max_cluster_usd=formula.max_cluster_pct * snapshot.equity_usd)
-        writes = publish_commands(tick, stream_maxlen=config.stream_maxlen,
-                                  target_ttl_sec=config.target_ttl_sec)
-        failed = [r for r in execute_commands(self.redis, writes) if isinstance(r, Exception)]
+        # One round trip for every write, sent in chunks. The plugins run while Redis is
+        # still applying them (their commands queue behind ours); the replies are checked
+        # after, so Redis's time on the writes overlaps the plugins' own work.
+        writes = CommandStream(self.redis)
+        try:
+            for chunk in publish_chunks(tick, stream_maxlen=config.stream_maxlen,
+                                        target_ttl_sec=config.target_ttl_sec):
+                writes.send(chunk)
+            self.metrics.record(tick)
+            if tick.targets:
+                self.metrics.drawdown_factor.set(tick.targets[0].drawdown_factor)
+            kwargs = {"tick": tick, "redis": self.redis, "now": now}
+            for impl in self._tick_impls:
+                self.plugins.call_isolated("on_allocation_tick", impl, kwargs)
+            failed = [r for r in writes.replies() if isinstance(r, Exception)]
+        finally:
+            writes.abandon()
         if failed:
             self.metrics.redis_errors.labels(op="write").inc(len(failed))
             log.error("%d allocation writes refused by Redis, e.g. %s", len(failed), failed[0],
                       extra={"count": len(failed)})
-        self.metrics.record(tick)
-        if tick.targets:
-            self.metrics.drawdown_factor.set(tick.targets[0].drawdown_factor)
         log.info("allocation cycle complete", extra={"count": len(tick.targets),
                                                      "mode": tick.mode})
-        kwargs = {"tick": tick, "redis": self.redis, "now": now}
-        for impl in self._tick_impls:
-            self.plugins.call_isolated("on_allocation_tick", impl, kwargs)
         return tick
 
     def _record_inputs(self, snapshot: Snapshot) -> None:
@@ -189,9 +183,8 @@ class AllocationService:
             log.debug("fallbacks used: %s", snapshot.fallbacks)
         formula = self.config.formula
         metrics.regime_factor.set(regime_factor(snapshot.regime, formula)[1])
-        for cluster, data in snapshot.clusters.items():
-            metrics.cluster_factor.labels(cluster=cluster).set(
-                cluster_factor(data.stress, formula))
+        metrics.cluster_factor.set_all({cluster: cluster_factor(data.stress, formula)
+                                        for cluster, data in snapshot.clusters.items()})
         metrics.unmapped.set(len(snapshot.unmapped))
         new = [symbol for symbol in snapshot.unmapped if symbol not in self._unmapped_logged]
         if new:

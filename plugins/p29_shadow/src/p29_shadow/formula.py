@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from governor_core.allocation.publish import fmt_usd
 from governor_core.config import ConfigError, EnvReader
 from governor_core.efficiency import EfficiencyReading, fmt4
+from governor_core.redis_io import Packed, bulk
 
 DEFAULT_STREAM = "quantum:stream:allocation.target.proposed"
 PROPOSED_KEY = "quantum:allocation:target:proposed:{}"
@@ -96,3 +97,48 @@ def proposal_fields(symbol: str, base_target: float, proposal: ShadowProposal,
         "reason": proposal.reason,
         "mode": "shadow",
     }
+
+
+class ProposalWriter:
+    """Encodes one loop's writes straight to RESP: per symbol the stream entry, the
+    proposal hash and its TTL, with exactly the fields of :func:`proposal_fields` (a test
+    decodes them and compares). The fields that depend only on the efficiency reading are
+    encoded once per distinct reading; per symbol only the two amounts and the multiplier.
+    """
+
+    def __init__(self, config: ShadowConfig, ts_epoch: int) -> None:
+        ts = str(ts_epoch)
+        self._xadd = "*26\r\n" + "".join(map(bulk, (
+            "XADD", config.stream, "MAXLEN", "~", str(config.stream_maxlen), "*",
+            "ts_epoch", ts, "symbol")))
+        self._hset = "*24\r\n" + bulk("HSET")
+        self._hash_tail = bulk("ts_epoch") + bulk(ts)
+        self._last_update = bulk("last_update_ts_epoch") + bulk(ts)
+        self._expire = "*3\r\n" + bulk("EXPIRE")
+        self._ttl = bulk(str(config.key_ttl_sec))
+        self._readings: dict[EfficiencyReading, str] = {}
+
+    def _reading(self, reading: EfficiencyReading) -> str:
+        text = self._readings.get(reading)
+        if text is None:
+            text = self._readings[reading] = "".join(map(bulk, (
+                "eff_score", fmt4(reading.score), "eff_confidence", fmt4(reading.confidence),
+                "eff_stale", "1" if reading.stale else "0", "reason", reading.reason,
+                "mode", "shadow")))
+        return text
+
+    def commands(self, symbol: str, base_target: float, multiplier: float,
+                 reading: EfficiencyReading) -> tuple[Packed, Packed, Packed]:
+        base = fmt_usd(base_target)
+        proposed = fmt_usd(base_target * multiplier)
+        mult = fmt4(multiplier)
+        amounts = (f"$11\r\nbase_target\r\n${len(base)}\r\n{base}\r\n"
+                   f"$15\r\nproposed_target\r\n${len(proposed)}\r\n{proposed}\r\n"
+                   f"$10\r\nmultiplier\r\n${len(mult)}\r\n{mult}\r\n"
+                   f"{self._reading(reading)}")
+        name = bulk(symbol)
+        key = bulk(PROPOSED_KEY.format(symbol))
+        return (Packed(f"{self._xadd}{name}{amounts}".encode()),
+                Packed(f"{self._hset}{key}{self._hash_tail}$6\r\nsymbol\r\n{name}{amounts}"
+                       f"{self._last_update}".encode()),
+                Packed(f"{self._expire}{key}{self._ttl}".encode()))

@@ -13,10 +13,11 @@ attempted); a failed write raises, so the host logs and counts it against this p
 from __future__ import annotations
 
 import math
+from collections import Counter as Tally
 from collections.abc import Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter
 from redis.exceptions import RedisError
 
 from governor_core import hookimpl
@@ -27,42 +28,47 @@ from governor_core.efficiency import (
     REASONS,
     REDIS_ERROR,
     EfficiencyReading,
-    read_efficiency,
+    read_efficiency_values,
 )
-from governor_core.redis_io import Command, execute_commands
-from p29_shadow.formula import PROPOSED_KEY, ShadowConfig, proposal_fields, propose
+from governor_core.metrics import SymbolSeries
+from governor_core.redis_io import CommandStream, Packed, bulk, execute_commands
+from p29_shadow.formula import ProposalWriter, ShadowConfig, shadow_multiplier
 
 EFFICIENCY_FIELDS = ("efficiency_score", "confidence", "ts")
+INVALID = EfficiencyReading("invalid_eff")
+CHUNK_SYMBOLS = 500
 
 
 class ShadowMetrics:
+    """The five ``p29_shadow_*`` metrics. The per-symbol gauges are
+    :class:`~governor_core.metrics.SymbolSeries`: set once per loop, not once per symbol."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.loops = Counter("p29_shadow_loops_total", "Shadow proposal loops completed",
                              registry=registry)
         self.proposed = Counter("p29_shadow_proposed_total", "Shadow proposals, by reason",
                                 ["reason"], registry=registry)
-        self.multiplier = Gauge("p29_shadow_multiplier", "Latest shadow multiplier",
-                                ["symbol"], registry=registry)
-        self.confidence = Gauge("p29_shadow_eff_confidence",
-                                "Latest efficiency confidence (NaN when unknown)", ["symbol"],
-                                registry=registry)
-        self.score = Gauge("p29_shadow_eff_score",
-                           "Latest efficiency score (NaN when unknown)", ["symbol"],
-                           registry=registry)
+        self.multiplier = SymbolSeries("p29_shadow_multiplier", "Latest shadow multiplier",
+                                       registry=registry)
+        self.confidence = SymbolSeries("p29_shadow_eff_confidence",
+                                       "Latest efficiency confidence (NaN when unknown)",
+                                       registry=registry)
+        self.score = SymbolSeries("p29_shadow_eff_score",
+                                  "Latest efficiency score (NaN when unknown)",
+                                  registry=registry)
         self.reasons = {reason: self.proposed.labels(reason=reason) for reason in REASONS}
-        # Cached per-symbol children: label lookup dominates at 10⁴ symbols.
-        self._symbols: dict[str, tuple[Gauge, Gauge, Gauge]] = {}
 
-    def record(self, symbol: str, multiplier: float, reading: EfficiencyReading) -> None:
-        children = self._symbols.get(symbol)
-        if children is None:
-            children = self._symbols[symbol] = (self.multiplier.labels(symbol=symbol),
-                                                self.confidence.labels(symbol=symbol),
-                                                self.score.labels(symbol=symbol))
-        children[0].set(multiplier)
-        children[1].set(math.nan if reading.confidence is None else reading.confidence)
-        children[2].set(math.nan if reading.score is None else reading.score)
-        self.reasons[reading.reason].inc()
+    def record(self, symbols: list[str], multipliers: list[float],
+               readings: list[EfficiencyReading]) -> None:
+        nan = math.nan
+        self.multiplier.set_all(dict(zip(symbols, multipliers, strict=True)))
+        self.confidence.set_all({symbol: nan if reading.confidence is None
+                                 else reading.confidence
+                                 for symbol, reading in zip(symbols, readings, strict=True)})
+        self.score.set_all({symbol: nan if reading.score is None else reading.score
+                            for symbol, reading in zip(symbols, readings, strict=True)})
+        for reason, count in Tally(reading.reason for reading in readings).items():
+            self.reasons[reason].inc(count)
 
 
 class ShadowProposerPlugin:
@@ -89,26 +95,21 @@ class ShadowProposerPlugin:
         self._last_run = now
         symbols = [target.symbol for target in tick.targets]
         readings = self._read(redis, symbols, now, config)
-        ts_epoch = int(now)
-        ttl = str(config.key_ttl_sec)
-        maxlen = str(config.stream_maxlen)
-        commands: list[Command] = []
-        records = []
-        for target, reading in zip(tick.targets, readings, strict=True):
-            proposal = propose(target.target_usd, reading, config)
-            fields = proposal_fields(target.symbol, target.target_usd, proposal, reading,
-                                     ts_epoch)
-            flat = [part for item in fields.items() for part in item]
-            key = PROPOSED_KEY.format(target.symbol)
-            commands.append(("XADD", config.stream, "MAXLEN", "~", maxlen, "*", *flat))
-            commands.append(("HSET", key, *flat, "last_update_ts_epoch", str(ts_epoch)))
-            commands.append(("EXPIRE", key, ttl))
-            records.append((target.symbol, proposal.multiplier, reading))
-        refused = [r for r in execute_commands(redis, commands) if isinstance(r, Exception)]
+        writer = ProposalWriter(config, int(now))
+        multipliers = [shadow_multiplier(reading, config) for reading in readings]
+        # One round trip, sent in chunks: Redis applies one while the next is encoded.
+        writes = CommandStream(redis)
+        rows = list(zip(tick.targets, readings, multipliers, strict=True))
+        for start in range(0, len(rows), CHUNK_SYMBOLS):
+            chunk: list[Packed] = []
+            extend = chunk.extend
+            for target, reading, multiplier in rows[start:start + CHUNK_SYMBOLS]:
+                extend(writer.commands(target.symbol, target.target_usd, multiplier, reading))
+            writes.send(chunk)
+        refused = [r for r in writes.replies() if isinstance(r, Exception)]
         if refused:
             raise RedisError(f"{len(refused)} proposal writes refused, e.g. {refused[0]}")
-        for record in records:
-            self.metrics.record(*record)
+        self.metrics.record(symbols, multipliers, readings)
         self.metrics.loops.inc()
 
     def _due(self, now: float, config: ShadowConfig) -> bool:
@@ -119,22 +120,19 @@ class ShadowProposerPlugin:
     @staticmethod
     def _read(redis: Any, symbols: list[str], now: float,
               config: ShadowConfig) -> list[EfficiencyReading]:
-        commands: list[Command] = [("HMGET", EFFICIENCY_KEY.format(symbol), *EFFICIENCY_FIELDS)
-                                   for symbol in symbols]
+        tail = "".join(map(bulk, EFFICIENCY_FIELDS))
+        head = f"*{2 + len(EFFICIENCY_FIELDS)}\r\n{bulk('HMGET')}"
+        commands = [Packed(f"{head}{bulk(EFFICIENCY_KEY.format(symbol))}{tail}".encode())
+                    for symbol in symbols]
         try:
             replies = execute_commands(redis, commands)
         except (RedisError, OSError):
             return [REDIS_ERROR] * len(symbols)
-        readings = []
-        for reply in replies:
-            if not isinstance(reply, list):  # e.g. WRONGTYPE: the hash is not a hash
-                readings.append(EfficiencyReading("invalid_eff"))
-                continue
-            fields = {name: value for name, value in zip(EFFICIENCY_FIELDS, reply, strict=False)
-                      if value is not None}
-            readings.append(read_efficiency(fields, now, min_conf=config.min_conf,
-                                            stale_sec=config.stale_sec))
-        return readings
+        min_conf, stale_sec = config.min_conf, config.stale_sec
+        return [read_efficiency_values(*reply, now, min_conf, stale_sec)
+                if type(reply) is list and len(reply) == 3
+                else INVALID  # e.g. WRONGTYPE: the key is not a hash
+                for reply in replies]
 
 
 plugin = ShadowProposerPlugin()
