@@ -27,8 +27,9 @@ class SymbolSeries(Collector):
     """One metric with a single label (``symbol`` by default), gauge or counter.
 
     Gauges: :meth:`set_all` replaces every value, so a symbol missing from the tick has no
-    sample any more (no stale gauges). Counters: :meth:`inc_all` adds 1 per occurrence;
-    counts are kept for every symbol ever seen, as labelled counters are.
+    sample any more (no stale gauges); :meth:`update` sets some and keeps the rest.
+    Counters: :meth:`inc_all` adds 1 per occurrence; counts are kept for every symbol ever
+    seen, as labelled counters are.
     """
 
     def __init__(self, name: str, documentation: str, *, counter: bool = False,
@@ -42,6 +43,11 @@ class SymbolSeries(Collector):
     def set_all(self, values: Mapping[str, float]) -> None:
         """Gauge: the tick's value per symbol; the mapping is kept, not copied."""
         self._values = values
+
+    def update(self, values: Mapping[str, float]) -> None:
+        """Gauge: set these symbols' values and keep the others' (a batch that sees only
+        some symbols, as the governor's)."""
+        self._values = {**self._values, **values}
 
     def inc_all(self, symbols: Iterable[str]) -> None:
         """Counter: one increment per symbol in ``symbols``."""

@@ -131,3 +131,13 @@ def test_symbol_series_counts_every_occurrence_and_keeps_old_symbols():
     assert 'p29_targets_computed_total{symbol="BTCUSDT"} 2.0' in text
     assert 'p29_targets_computed_total{symbol="ETHUSDT"} 1.0' in text
     assert "# TYPE p29_targets_computed_total counter" in text
+
+
+def test_permit_core_fields_encode_like_hiredis():
+    from governor_core.governor.gates import CORE_FIELDS
+    from governor_core.governor.service import _core_resp
+
+    permit = {name: f"{name[:3]}-{index * 7}" for index, name in enumerate(CORE_FIELDS)}
+    flat = tuple(part for item in permit.items() for part in item)
+    assert _core_resp(permit) == "".join(map(bulk, flat))
+    assert f"*{len(flat)}\r\n{_core_resp(permit)}".encode() == hiredis.pack_command(flat)

@@ -404,27 +404,17 @@ def test_efficiency_read_failure_is_redis_error_not_a_lost_permit(
     """A Redis error inside the plugin's batch read: the permit is issued, fail-open."""
     plan(real_redis, "rerr-1")
     gov = Governor(real_redis)
-    real_pipeline = real_redis.pipeline
+    import p31_efficiency.plugin
 
-    class FailingPipeline:
-        def __init__(self, inner):
-            self.inner = inner
-            self.efficiency = False
+    real_execute = p31_efficiency.plugin.execute_commands
 
-        def hgetall(self, key):
-            self.efficiency = key.startswith("quantum:capital:efficiency:")
-            return self.inner.hgetall(key)
+    def failing(client, commands):
+        if any(str(command[1]).startswith("quantum:capital:efficiency:")
+               for command in commands):
+            raise redis.ConnectionError("efficiency read lost")
+        return real_execute(client, commands)
 
-        def execute(self, *args, **kwargs):
-            if self.efficiency:
-                raise redis.ConnectionError("efficiency read lost")
-            return self.inner.execute(*args, **kwargs)
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-    monkeypatch.setattr(real_redis, "pipeline",
-                        lambda *a, **k: FailingPipeline(real_pipeline(*a, **k)))
+    monkeypatch.setattr(p31_efficiency.plugin, "execute_commands", failing)
     gov.drain()
     permit = real_redis.hgetall("quantum:permit:rerr-1")
     assert (permit["decision"], permit["eff_reason"], permit["eff_action"],

@@ -1,10 +1,12 @@
 """Running the governor plugins' permit hooks for a batch: isolated, checked, and cheap.
 
 This is the governor's hot path (once per plan per plugin), so the per-plan work is kept to
-a bound call and a dict update: each implementation's arguments are bound once per batch,
-and a returned mapping's fields are checked once per batch (plugins usually return one
-shared mapping per symbol; the check is cached by identity, and the batch contexts keep
-those mappings alive while the batch lasts).
+a bound call and a cache lookup: each implementation's arguments are bound once per batch,
+and a returned mapping is checked and encoded to RESP once per batch (plugins usually
+return one shared mapping per symbol; the cache is keyed by identity, and the batch
+contexts keep those mappings alive while the batch lasts). The host splices the encoded
+fields into the permit's write as they are; the core fields a plugin sees are a read-only
+view, built only for implementations that ask for ``permit``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from prometheus_client import Counter
 from governor_core.governor.gates import refused_fields
 from governor_core.plans import Plan
 from governor_core.plugins import PluginHost
+from governor_core.redis_io import bulk
 
 log = logging.getLogger("quantum.governor")
 
@@ -30,8 +33,28 @@ _PERMIT_ARGS = ("plan", "permit", "batch", "now")
 @dataclass(frozen=True, slots=True)
 class _BoundPermitHook:
     plugin: str
-    call: Callable[[Plan, Mapping[str, str]], Any]
+    call: Callable[[Plan, Mapping[str, str] | None], Any]
+    wants_permit: bool = True
 
+
+@dataclass(frozen=True, slots=True)
+class PluginFields:
+    """The fields the plugins added to one permit: ``resp`` holds ``count`` RESP-encoded
+    arguments (name, value, name, value…) in plugin order; ``mappings`` are the accepted
+    parts as returned (shared, never copied: merge them only when needed)."""
+
+    resp: str = ""
+    count: int = 0
+    mappings: tuple[Mapping[str, str], ...] = ()
+
+    def merged(self) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for mapping in self.mappings:
+            merged.update(mapping)
+        return merged
+
+
+NO_FIELDS = PluginFields()
 
 class PermitExtensions:
     """The governor's view of its plugins: ``on_permit_batch`` then ``on_issue_permit``."""
@@ -63,40 +86,57 @@ class BatchExtensions:
     def __init__(self, owner: PermitExtensions, hooks: list[_BoundPermitHook]) -> None:
         self._owner = owner
         self._hooks = hooks
-        self._checked: dict[int, tuple[Mapping[str, str], list[str]]] = {}
+        self._wants_permit = any(hook.wants_permit for hook in hooks)
+        # id(mapping) -> (mapping, refused names, accepted part as PluginFields)
+        self._checked: dict[int, tuple[Any, list[str], PluginFields]] = {}
 
     def __bool__(self) -> bool:
         return bool(self._hooks)
 
-    def extend(self, plan: Plan, permit: dict[str, str]) -> None:
-        """Add every plugin's fields to ``permit``; plugins see the core fields only."""
-        core = MappingProxyType(permit.copy())
-        for hook in self._hooks:
-            try:
-                fields = hook.call(plan, core)
-            except Exception as exc:
-                self._owner.plugins.record_error(hook.plugin, "on_issue_permit", exc)
-                continue
-            if not fields:
-                continue
-            checked = self._checked.get(id(fields))
-            if checked is None or checked[0] is not fields:
-                checked = (fields, self._check(hook.plugin, fields))
-                self._checked[id(fields)] = checked
-            refused = checked[1]
-            if refused:
-                self._owner.refused.labels(plugin=hook.plugin).inc(len(refused))
-                log.warning("refused permit fields from plugin %s: %s", hook.plugin,
-                            ", ".join(refused),
-                            extra={"plugin": hook.plugin, "plan_id": plan.plan_id})
-                permit.update((k, v) for k, v in fields.items() if k not in refused)
-            else:
-                permit.update(fields)
+    def extend(self, plan: Plan, permit: Mapping[str, str]) -> PluginFields:
+        """Every plugin's accepted fields for this plan; plugins see the core fields only."""
+        core = MappingProxyType(dict(permit)) if self._wants_permit else None
+        if len(self._hooks) == 1:  # the usual case: one plugin, no merging
+            return self._fields(self._hooks[0], plan, core)
+        parts = [part for hook in self._hooks
+                 if (part := self._fields(hook, plan, core)).count]
+        if not parts:
+            return NO_FIELDS
+        if len(parts) == 1:
+            return parts[0]
+        return PluginFields("".join(part.resp for part in parts),
+                            sum(part.count for part in parts),
+                            tuple(m for part in parts for m in part.mappings))
 
-    def _check(self, plugin: str, fields: Mapping[str, str]) -> list[str]:
+    def _fields(self, hook: _BoundPermitHook, plan: Plan,
+                core: Mapping[str, str] | None) -> PluginFields:
+        """One plugin's accepted fields for one plan (cached per returned mapping)."""
+        try:
+            fields = hook.call(plan, core)
+        except Exception as exc:
+            self._owner.plugins.record_error(hook.plugin, "on_issue_permit", exc)
+            return NO_FIELDS
+        if not fields:
+            return NO_FIELDS
+        checked = self._checked.get(id(fields))
+        if checked is None or checked[0] is not fields:
+            checked = self._checked[id(fields)] = self._check(hook.plugin, fields)
+        if checked[1]:
+            refused = checked[1]
+            self._owner.refused.labels(plugin=hook.plugin).inc(len(refused))
+            log.warning("refused permit fields from plugin %s: %s", hook.plugin,
+                        ", ".join(refused),
+                        extra={"plugin": hook.plugin, "plan_id": plan.plan_id})
+        return checked[2]
+
+    def _check(self, plugin: str, fields: Any) -> tuple[Any, list[str], PluginFields]:
         if not isinstance(fields, Mapping):
-            return [f"<{type(fields).__name__} instead of a mapping>"]
-        return refused_fields(fields, self._owner._declared.get(plugin, frozenset()))
+            return fields, [f"<{type(fields).__name__} instead of a mapping>"], NO_FIELDS
+        refused = refused_fields(fields, self._owner._declared.get(plugin, frozenset()))
+        accepted = ({k: v for k, v in fields.items() if k not in refused} if refused
+                    else fields)
+        resp = "".join(bulk(part) for item in accepted.items() for part in item)
+        return fields, refused, PluginFields(resp, 2 * len(accepted), (accepted,))
 
 
 def _bind(function: Callable[..., Any], argnames: Sequence[str], batch: Any, now: float,
@@ -104,7 +144,7 @@ def _bind(function: Callable[..., Any], argnames: Sequence[str], batch: Any, now
     """Fix the batch-wide arguments now, so a plan costs one call."""
     names = tuple(argnames)
     if names == ("plan", "batch"):  # the usual shape: look the plan up in the batch context
-        return _BoundPermitHook(plugin, lambda plan, _permit: function(plan, batch))
+        return _BoundPermitHook(plugin, lambda plan, _permit: function(plan, batch), False)
     if names == ("plan", "permit"):
         return _BoundPermitHook(plugin, function)
     positions = tuple(_PERMIT_ARGS.index(name) for name in names)
@@ -113,7 +153,7 @@ def _bind(function: Callable[..., Any], argnames: Sequence[str], batch: Any, now
         values = (plan, permit, batch, now)
         return function(*[values[i] for i in positions])
 
-    return _BoundPermitHook(plugin, call)
+    return _BoundPermitHook(plugin, call, "permit" in names)
 
 
 def _declared_without_overlap(declared: Mapping[str, Sequence[str]]) -> dict[str, frozenset[str]]:

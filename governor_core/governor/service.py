@@ -32,7 +32,7 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from governor_core.config import GovernorConfig
-from governor_core.governor.extensions import PermitExtensions
+from governor_core.governor.extensions import NO_FIELDS, PermitExtensions, PluginFields
 from governor_core.governor.gates import (
     CORE_FIELDS,
     DECISIONS,
@@ -44,7 +44,14 @@ from governor_core.governor.gates import (
 )
 from governor_core.plans import REJECTION_CODES, Plan, PlanRejection, parse_plan
 from governor_core.plugins import PluginHost
-from governor_core.redis_io import REDIS_OUTAGE_ERRORS, Backoff, Command, CommandStream
+from governor_core.redis_io import (
+    REDIS_OUTAGE_ERRORS,
+    Backoff,
+    Command,
+    CommandStream,
+    Packed,
+    bulk,
+)
 
 log = logging.getLogger("quantum.governor")
 
@@ -282,35 +289,41 @@ class GovernorService:
         return self._kill_switch(replies[0], replies[1]), caps
 
     def _issue(self, plans: list[Plan], now: float,
-               stream: CommandStream) -> list[dict[str, str]]:
+               stream: CommandStream) -> list[tuple[dict[str, str], PluginFields]]:
         """Draft every permit and send its write, :data:`WRITE_CHUNK` plans at a time.
 
         Redis executes one chunk's scripts while the next chunk is drafted, so the batch
-        costs about the larger of the two instead of their sum.
+        costs about the larger of the two instead of their sum. Each write is spliced as
+        RESP text: the batch-constant arguments and each plugin mapping are encoded once
+        (:class:`~governor_core.redis_io.Packed`), the core fields per plan.
         """
         kill, caps = self._gates(plans)
         extensions = self.extensions.begin(plans, self.redis, now)
         config = self.config
         cooldown, ttl = config.cooldown_sec, config.permit_ttl_sec
-        head = ("EVALSHA", _SHAS[0], "3")
-        tail = (config.group, str(ttl), str(config.stream_maxlen), str(2 * len(CORE_FIELDS)))
-        permits: list[dict[str, str]] = []
+        core_args = 11 + 2 * len(CORE_FIELDS)
+        streams = "".join(map(bulk, (PERMIT_STREAM, PLAN_STREAM, config.group)))
+        limits = "".join(map(bulk, (str(ttl), str(config.stream_maxlen),
+                                    str(2 * len(CORE_FIELDS)))))
+        head = "".join(map(bulk, ("EVALSHA", _SHAS[0], "3")))
+        permits: list[tuple[dict[str, str], PluginFields]] = []
         for start in range(0, len(plans), WRITE_CHUNK):
-            commands: list[Command] = []
+            wire = []
             for plan in plans[start:start + WRITE_CHUNK]:
                 gate = decide(plan.notional_usd, kill, caps.get(plan.symbol, NO_CAP))
                 permit = core_permit(plan, gate, cooldown_sec=cooldown, ttl_sec=ttl, now=now)
-                if extensions:
-                    extensions.extend(plan, permit)
-                permits.append(permit)
-                command = [*head, PERMIT_KEY.format(plan.plan_id), PERMIT_STREAM, PLAN_STREAM,
-                           tail[0], plan.entry_id, *tail[1:]]
-                for item in permit.items():
-                    command.extend(item)
-                commands.append(tuple(command))
-            stream.send(commands)
+                extra = extensions.extend(plan, permit) if extensions else NO_FIELDS
+                permits.append((permit, extra))
+                key = PERMIT_KEY.format(plan.plan_id)
+                entry = plan.entry_id
+                # Plan ids, symbols, entry ids and numbers are ASCII (parse_plan): character
+                # counts are byte counts.
+                wire.append(f"*{core_args + extra.count}\r\n{head}${len(key)}\r\n{key}\r\n"
+                            f"{streams}${len(entry)}\r\n{entry}\r\n{limits}"
+                            f"{_core_resp(permit)}{extra.resp}")
+            text = "".join(wire)
+            stream.send([Packed(text.encode(), len(wire))])
         return permits
-
     def _kill_switch(self, key_type: object, value: object) -> bool:
         # "1" is on; absent or any other string is off. A key of another type means someone
         # meant to set it and got it wrong: the one gate that fails closed.
@@ -319,12 +332,12 @@ class GovernorService:
             return True
         return value == "1"
 
-    def _account(self, plans: list[Plan], permits: list[dict[str, str]],
+    def _account(self, plans: list[Plan], permits: list[tuple[dict[str, str], PluginFields]],
                  rejections: list[PlanRejection], replies: list[object]) -> BatchResult:
         """Count what the batch's writes did; schedule a retry for any Redis refused."""
         issued = duplicates = failed = 0
         decisions: Tally[str] = Tally()
-        for plan, permit, reply in zip(plans, permits, replies, strict=False):
+        for plan, (permit, extra), reply in zip(plans, permits, replies, strict=False):
             if reply == 1:
                 issued += 1
                 decisions[permit["decision"]] += 1
@@ -332,7 +345,8 @@ class GovernorService:
                 duplicates += 1
             else:
                 failed += 1
-                self._write_failed(plan.entry_id, plan.plan_id, reply, permit)
+                self._write_failed(plan.entry_id, plan.plan_id, reply,
+                                   {**permit, **extra.merged()})
         dead_replies = replies[len(plans):len(plans) + len(rejections)]
         for rejection, reply in zip(rejections, dead_replies, strict=True):
             if reply == 1:
@@ -367,6 +381,30 @@ class GovernorService:
                            *_dead_letter_fields(entry_id, "write_failed",
                                                 f"permit write failed: {reply}", fields))
         self.metrics.dead.labels(reason="write_failed").inc()
+
+
+def _core_resp(permit: dict[str, str]) -> str:
+    """The core fields as RESP arguments, in :data:`CORE_FIELDS` order.
+
+    Written out as one f-string: it runs once per permit, and a compiled f-string is
+    several times faster than ``str.format`` or a loop (a test checks it against
+    :data:`CORE_FIELDS` and :func:`~governor_core.redis_io.bulk`). Every value is ASCII
+    (validated plan fields, formatted numbers, fixed codes), so lengths are byte counts.
+    """
+    (plan_id, symbol, side, notional, decision, reason, allowed, cap, cap_source, cooldown,
+     issued, expires) = permit.values()
+    return (f"$7\r\nplan_id\r\n${len(plan_id)}\r\n{plan_id}\r\n"
+            f"$6\r\nsymbol\r\n${len(symbol)}\r\n{symbol}\r\n"
+            f"$4\r\nside\r\n${len(side)}\r\n{side}\r\n"
+            f"$12\r\nnotional_usd\r\n${len(notional)}\r\n{notional}\r\n"
+            f"$8\r\ndecision\r\n${len(decision)}\r\n{decision}\r\n"
+            f"$6\r\nreason\r\n${len(reason)}\r\n{reason}\r\n"
+            f"$20\r\nallowed_notional_usd\r\n${len(allowed)}\r\n{allowed}\r\n"
+            f"$7\r\ncap_usd\r\n${len(cap)}\r\n{cap}\r\n"
+            f"$10\r\ncap_source\r\n${len(cap_source)}\r\n{cap_source}\r\n"
+            f"$12\r\ncooldown_sec\r\n${len(cooldown)}\r\n{cooldown}\r\n"
+            f"$9\r\nissued_ts\r\n${len(issued)}\r\n{issued}\r\n"
+            f"$10\r\nexpires_ts\r\n${len(expires)}\r\n{expires}\r\n")
 
 
 _SHAS = tuple(hashlib.sha1(script.encode()).hexdigest()

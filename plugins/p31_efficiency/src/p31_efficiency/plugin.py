@@ -10,7 +10,7 @@ from collections import Counter as Tally
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter
 from redis.exceptions import RedisError
 
 from governor_core import hookimpl
@@ -19,15 +19,20 @@ from governor_core.efficiency import (
     EFFICIENCY_KEY,
     REDIS_ERROR,
     EfficiencyReading,
-    read_efficiency,
+    read_efficiency_values,
 )
+from governor_core.metrics import SymbolSeries
 from governor_core.plans import Plan
+from governor_core.redis_io import execute_commands
 from p31_efficiency.formula import (
     PERMIT_FIELDS,
     EfficiencyConfig,
     downsize_hint,
     hint_fields,
 )
+
+EFFICIENCY_FIELDS = ("efficiency_score", "confidence", "ts")
+INVALID = EfficiencyReading("invalid_eff")
 
 
 class EfficiencyPlugin:
@@ -45,8 +50,8 @@ class EfficiencyPlugin:
         self.applied = Counter("p32_eff_apply_total",
                                "P3.1 efficiency hints applied to permits",
                                ["action", "reason"], registry=registry)
-        self.factor = Gauge("p32_eff_factor", "Latest P3.1 downsize factor per symbol",
-                            ["symbol"], registry=registry)
+        self.factor = SymbolSeries("p32_eff_factor", "Latest P3.1 downsize factor per symbol",
+                                   registry=registry)
 
     @hookimpl
     def permit_fields(self) -> Sequence[str]:
@@ -68,30 +73,32 @@ class EfficiencyPlugin:
         symbols = sorted(plans_per_symbol)
         readings = self._read(redis, symbols, now, config)
         hints = {}
+        applied: Tally[tuple[str, str]] = Tally()
+        factors = {}
         for symbol, reading in zip(symbols, readings, strict=True):
             hint = downsize_hint(reading, config)
-            self.factor.labels(symbol=symbol).set(hint.factor)
-            self.applied.labels(action=hint.action, reason=hint.reason).inc(
-                plans_per_symbol[symbol])
+            factors[symbol] = hint.factor
+            applied[hint.action, hint.reason] += plans_per_symbol[symbol]
             hints[symbol] = hint_fields(reading, hint)
+        for (action, reason), count in applied.items():
+            self.applied.labels(action=action, reason=reason).inc(count)
+        self.factor.update(factors)
         return hints
 
     @staticmethod
     def _read(redis: Any, symbols: list[str], now: float,
               config: EfficiencyConfig) -> list[EfficiencyReading]:
-        pipe = redis.pipeline(transaction=False)
-        for symbol in symbols:
-            pipe.hgetall(EFFICIENCY_KEY.format(symbol))
+        commands = [("HMGET", EFFICIENCY_KEY.format(symbol), *EFFICIENCY_FIELDS)
+                    for symbol in symbols]
         try:
-            replies = pipe.execute(raise_on_error=False)
+            replies = execute_commands(redis, commands)
         except (RedisError, OSError):
             return [REDIS_ERROR] * len(symbols)
-        return [
-            EfficiencyReading("invalid_eff") if isinstance(reply, Exception)
-            else read_efficiency(reply, now, min_conf=config.min_conf,
-                                 stale_sec=config.eff_ttl_sec)
-            for reply in replies
-        ]
+        min_conf, stale_sec = config.min_conf, config.eff_ttl_sec
+        return [read_efficiency_values(*reply, now, min_conf, stale_sec)
+                if type(reply) is list and len(reply) == 3
+                else INVALID  # e.g. WRONGTYPE: the key is not a hash
+                for reply in replies]
 
     @hookimpl
     def on_issue_permit(self, plan: Plan, batch: dict[str, dict[str, str]] | None
