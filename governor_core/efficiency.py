@@ -18,9 +18,12 @@ Checked in that order: malformed data is reported as malformed even if it is als
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from redis.exceptions import RedisError
 
 from governor_core.plans import parse_decimal
+from governor_core.redis_io import Packed, bulk, execute_commands
 
 EFFICIENCY_KEY = "quantum:capital:efficiency:{}"
 FUTURE_SKEW_SEC = 30.0
@@ -43,7 +46,11 @@ class EfficiencyReading(NamedTuple):
 
 
 MISSING = EfficiencyReading("missing_eff")
+INVALID = EfficiencyReading("invalid_eff")
 REDIS_ERROR = EfficiencyReading("redis_error")
+#: The fields the rules use; plugins read only these (``HMGET``).
+EFFICIENCY_FIELDS = ("efficiency_score", "confidence", "ts")
+_HMGET_TAIL = "".join(map(bulk, EFFICIENCY_FIELDS))
 
 
 def _unit(text: str | None) -> float | None:
@@ -76,6 +83,25 @@ def read_efficiency_values(score_text: str | None, confidence_text: str | None,
     if confidence < min_conf:
         return EfficiencyReading("low_conf", score, confidence)
     return EfficiencyReading("ok", score, confidence)
+
+
+def read_efficiencies(redis: Any, symbols: list[str], now: float, *, min_conf: float,
+                      stale_sec: float) -> list[EfficiencyReading]:
+    """Every symbol's reading, in order, from one round trip (one ``HMGET`` per symbol).
+
+    A failed read gives every symbol :data:`REDIS_ERROR`; a key that is not a hash gives
+    ``invalid_eff``. Both P3.1 plugins read this way.
+    """
+    wire = "".join([f"*5\r\n$5\r\nHMGET\r\n{bulk(EFFICIENCY_KEY.format(symbol))}{_HMGET_TAIL}"
+                    for symbol in symbols])
+    try:
+        replies = execute_commands(redis, [Packed(wire.encode(), len(symbols))])
+    except (RedisError, OSError):
+        return [REDIS_ERROR] * len(symbols)
+    return [read_efficiency_values(*reply, now, min_conf, stale_sec)
+            if type(reply) is list and len(reply) == 3
+            else INVALID  # e.g. WRONGTYPE: the key is not a hash
+            for reply in replies]
 
 
 def fmt4(value: float | None) -> str:

@@ -7,8 +7,9 @@ builds the samples when Prometheus scrapes: the exposition (name, ``symbol`` lab
 help text) is the same as a labelled Gauge or Counter's, minus the counters' ``_created``
 samples.
 
-Thread safety: the service thread replaces a gauge's dict wholesale or updates a counter's
-:class:`collections.Counter` in one C call; the scrape thread copies items in one C call.
+Thread safety: the service thread replaces a gauge's dict wholesale, or updates it or a
+counter's :class:`collections.Counter` in one C call; the scrape thread copies items in one
+C call.
 Both hold the GIL throughout, so a scrape sees a whole tick or the previous one for a
 gauge; a counter scraped mid-update may show some symbols of the tick counted already.
 """
@@ -36,18 +37,18 @@ class SymbolSeries(Collector):
                  label: str = "symbol", registry: CollectorRegistry) -> None:
         self.name, self.documentation, self.label = name, documentation, label
         self.counter = counter
-        self._values: Mapping[str, float] = {}
+        self._values: dict[str, float] = {}
         self._counts: Tally[str] = Tally()
         registry.register(self)
 
     def set_all(self, values: Mapping[str, float]) -> None:
-        """Gauge: the tick's value per symbol; the mapping is kept, not copied."""
-        self._values = values
+        """Gauge: the tick's value per symbol (copied in one C call)."""
+        self._values = dict(values)
 
     def update(self, values: Mapping[str, float]) -> None:
         """Gauge: set these symbols' values and keep the others' (a batch that sees only
         some symbols, as the governor's)."""
-        self._values = {**self._values, **values}
+        self._values.update(values)
 
     def inc_all(self, symbols: Iterable[str]) -> None:
         """Counter: one increment per symbol in ``symbols``."""

@@ -404,17 +404,17 @@ def test_efficiency_read_failure_is_redis_error_not_a_lost_permit(
     """A Redis error inside the plugin's batch read: the permit is issued, fail-open."""
     plan(real_redis, "rerr-1")
     gov = Governor(real_redis)
-    import p31_efficiency.plugin
+    import governor_core.efficiency
 
-    real_execute = p31_efficiency.plugin.execute_commands
+    real_execute = governor_core.efficiency.execute_commands
 
     def failing(client, commands):
-        if any(str(command[1]).startswith("quantum:capital:efficiency:")
+        if any(b"quantum:capital:efficiency:" in getattr(command, "wire", b"")
                for command in commands):
             raise redis.ConnectionError("efficiency read lost")
         return real_execute(client, commands)
 
-    monkeypatch.setattr(p31_efficiency.plugin, "execute_commands", failing)
+    monkeypatch.setattr(governor_core.efficiency, "execute_commands", failing)
     gov.drain()
     permit = real_redis.hgetall("quantum:permit:rerr-1")
     assert (permit["decision"], permit["eff_reason"], permit["eff_action"],

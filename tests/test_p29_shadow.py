@@ -12,7 +12,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from governor_core.allocation.model import AllocationTarget, AllocationTick
 from governor_core.config import ConfigError, EnvReader
-from governor_core.efficiency import REASONS, EfficiencyReading, read_efficiency
+from governor_core.efficiency import (
+    REASONS,
+    EfficiencyReading,
+    read_efficiencies,
+    read_efficiency,
+)
 from governor_core.plugins import build_plugin_host
 
 NOW = 1_800_000_000.0
@@ -150,8 +155,7 @@ def test_throttled_by_loop_interval_and_stream_capped(real_redis):
 
 def test_redis_error_on_read_is_a_reason_not_an_exception():
     unreachable = redis.Redis(port=1, socket_connect_timeout=0.2, decode_responses=True)
-    plugin, _ = configured()
-    readings = plugin._read(unreachable, ["BTCUSDT"], NOW, plugin.config)
+    readings = read_efficiencies(unreachable, ["BTCUSDT"], NOW, min_conf=0.65, stale_sec=600)
     assert [r.reason for r in readings] == ["redis_error"]
 
 

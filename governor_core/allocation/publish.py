@@ -37,18 +37,6 @@ def fmt_ts(value: float) -> str:
     return f"{value:.3f}"
 
 
-def decision_fields(target: AllocationTarget, tick: AllocationTick) -> dict[str, str]:
-    """A decision stream entry: the target fields, then every input, factor and cap."""
-    args = publish_commands(replace_targets(tick, target), stream_maxlen=1,
-                            target_ttl_sec=1)[0][6:]
-    return dict(zip(args[::2], args[1::2], strict=True))
-
-
-def replace_targets(tick: AllocationTick, *targets: AllocationTarget) -> AllocationTick:
-    return AllocationTick(tick.ts, tick.mode, tick.equity_usd, tick.drawdown, targets,
-                          tick.max_symbol_usd, tick.max_cluster_usd)
-
-
 def _pairs(*items: str) -> str:
     return "".join(map(bulk, items))
 

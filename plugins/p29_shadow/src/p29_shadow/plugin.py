@@ -23,19 +23,11 @@ from redis.exceptions import RedisError
 from governor_core import hookimpl
 from governor_core.allocation.model import AllocationTick
 from governor_core.config import EnvReader
-from governor_core.efficiency import (
-    EFFICIENCY_KEY,
-    REASONS,
-    REDIS_ERROR,
-    EfficiencyReading,
-    read_efficiency_values,
-)
+from governor_core.efficiency import REASONS, EfficiencyReading, read_efficiencies
 from governor_core.metrics import SymbolSeries
-from governor_core.redis_io import CommandStream, Packed, bulk, execute_commands
+from governor_core.redis_io import CommandStream, Packed
 from p29_shadow.formula import ProposalWriter, ShadowConfig, shadow_multiplier
 
-EFFICIENCY_FIELDS = ("efficiency_score", "confidence", "ts")
-INVALID = EfficiencyReading("invalid_eff")
 CHUNK_SYMBOLS = 500
 
 
@@ -94,7 +86,8 @@ class ShadowProposerPlugin:
             return
         self._last_run = now
         symbols = [target.symbol for target in tick.targets]
-        readings = self._read(redis, symbols, now, config)
+        readings = read_efficiencies(redis, symbols, now, min_conf=config.min_conf,
+                                     stale_sec=config.stale_sec)
         writer = ProposalWriter(config, int(now))
         multipliers = [shadow_multiplier(reading, config) for reading in readings]
         # One round trip, sent in chunks: Redis applies one while the next is encoded.
@@ -116,23 +109,6 @@ class ShadowProposerPlugin:
         last = self._last_run
         # A clock that went backwards runs at once rather than waiting for it to catch up.
         return last is None or now < last or now - last >= config.loop_interval_sec
-
-    @staticmethod
-    def _read(redis: Any, symbols: list[str], now: float,
-              config: ShadowConfig) -> list[EfficiencyReading]:
-        tail = "".join(map(bulk, EFFICIENCY_FIELDS))
-        head = f"*{2 + len(EFFICIENCY_FIELDS)}\r\n{bulk('HMGET')}"
-        commands = [Packed(f"{head}{bulk(EFFICIENCY_KEY.format(symbol))}{tail}".encode())
-                    for symbol in symbols]
-        try:
-            replies = execute_commands(redis, commands)
-        except (RedisError, OSError):
-            return [REDIS_ERROR] * len(symbols)
-        min_conf, stale_sec = config.min_conf, config.stale_sec
-        return [read_efficiency_values(*reply, now, min_conf, stale_sec)
-                if type(reply) is list and len(reply) == 3
-                else INVALID  # e.g. WRONGTYPE: the key is not a hash
-                for reply in replies]
 
 
 plugin = ShadowProposerPlugin()

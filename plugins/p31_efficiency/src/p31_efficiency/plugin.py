@@ -11,28 +11,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
-from redis.exceptions import RedisError
 
 from governor_core import hookimpl
 from governor_core.config import EnvReader
-from governor_core.efficiency import (
-    EFFICIENCY_KEY,
-    REDIS_ERROR,
-    EfficiencyReading,
-    read_efficiency_values,
-)
+from governor_core.efficiency import read_efficiencies
 from governor_core.metrics import SymbolSeries
 from governor_core.plans import Plan
-from governor_core.redis_io import execute_commands
 from p31_efficiency.formula import (
     PERMIT_FIELDS,
     EfficiencyConfig,
     downsize_hint,
     hint_fields,
 )
-
-EFFICIENCY_FIELDS = ("efficiency_score", "confidence", "ts")
-INVALID = EfficiencyReading("invalid_eff")
 
 
 class EfficiencyPlugin:
@@ -71,7 +61,8 @@ class EfficiencyPlugin:
             return None
         plans_per_symbol = Tally(plan.symbol for plan in plans)
         symbols = sorted(plans_per_symbol)
-        readings = self._read(redis, symbols, now, config)
+        readings = read_efficiencies(redis, symbols, now, min_conf=config.min_conf,
+                                     stale_sec=config.eff_ttl_sec)
         hints = {}
         applied: Tally[tuple[str, str]] = Tally()
         factors = {}
@@ -84,21 +75,6 @@ class EfficiencyPlugin:
             self.applied.labels(action=action, reason=reason).inc(count)
         self.factor.update(factors)
         return hints
-
-    @staticmethod
-    def _read(redis: Any, symbols: list[str], now: float,
-              config: EfficiencyConfig) -> list[EfficiencyReading]:
-        commands = [("HMGET", EFFICIENCY_KEY.format(symbol), *EFFICIENCY_FIELDS)
-                    for symbol in symbols]
-        try:
-            replies = execute_commands(redis, commands)
-        except (RedisError, OSError):
-            return [REDIS_ERROR] * len(symbols)
-        min_conf, stale_sec = config.min_conf, config.eff_ttl_sec
-        return [read_efficiency_values(*reply, now, min_conf, stale_sec)
-                if type(reply) is list and len(reply) == 3
-                else INVALID  # e.g. WRONGTYPE: the key is not a hash
-                for reply in replies]
 
     @hookimpl
     def on_issue_permit(self, plan: Plan, batch: dict[str, dict[str, str]] | None
