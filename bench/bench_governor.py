@@ -1,7 +1,7 @@
 """Governor benchmark against a real redis-server started here on a free port (SPEC 7).
 
-1. Throughput: N plans queued, then drained by the governor loop (the same ``step()`` that
-   ``quantum-governor run`` loops over, in this process), with every installed plugin
+1. Throughput: N plans queued, then drained by the governor loop (the same
+   ``step(overlap=True)`` that ``quantum-governor run`` loops over, in this process), with every installed plugin
    active and again with ``p31_efficiency`` blocked, alternating for R rounds so both see
    the same machine; medians side by side and the plugin's cost as a ratio.
 2. Latency: the real ``quantum-governor run`` process, plans offered at a fixed rate; for
@@ -71,7 +71,8 @@ def drain(server: RedisServer, count: int, disabled: frozenset[str]) -> tuple[fl
     done = 0
     started = time.perf_counter()
     while done < count:
-        done += service.step()
+        done += service.step(overlap=True)
+    service.flush()
     return count / (time.perf_counter() - started), plugins.active
 
 

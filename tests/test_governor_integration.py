@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
 
 import pytest
@@ -40,11 +42,11 @@ class Governor:
                                        self.plugins, self.registry, clock=lambda: self.now)
         self.service.ensure_group()
 
-    def drain(self, max_steps: int = 100) -> int:
+    def drain(self, max_steps: int = 100, *, overlap: bool = False) -> int:
         """Step until two reads in a row come back empty; the number of entries seen."""
         seen = empty = 0
         for _ in range(max_steps):
-            count = self.service.step()
+            count = self.service.step(overlap=overlap)
             seen += count
             empty = 0 if count else empty + 1
             if empty == 2:
@@ -419,3 +421,98 @@ def test_efficiency_read_failure_is_redis_error_not_a_lost_permit(
     permit = real_redis.hgetall("quantum:permit:rerr-1")
     assert (permit["decision"], permit["eff_reason"], permit["eff_action"],
             permit["eff_factor"]) == ("ALLOW", "redis_error", "NONE", "1.0000")
+
+
+# -- the run loop's overlapped steps ---------------------------------------------------------
+
+
+def test_overlapped_step_leaves_the_batch_in_flight_until_the_next(
+        real_redis: redis.Redis) -> None:
+    for i in range(30):
+        plan(real_redis, f"ovl-{i}")
+    gov = Governor(real_redis, {"GOVERNOR_BATCH_SIZE": "20"})
+    allowed = {"decision": "ALLOW"}
+    assert gov.service.step(overlap=True) == 20
+    assert gov.metric("governor_permits_issued_total", allowed) == 0  # replies not read yet
+    assert gov.service.step(overlap=True) == 10
+    assert gov.metric("governor_permits_issued_total", allowed) == 20  # the first batch's
+    assert gov.service.step(overlap=True) == 0  # nothing new: the batch in flight finishes
+    assert gov.metric("governor_permits_issued_total", allowed) == 30
+    assert gov.service.flush() is None
+    assert real_redis.xlen(ISSUED) == 30
+    assert pending(real_redis) == 0
+
+
+def test_overlapped_batches_give_one_permit_per_plan_id(real_redis: redis.Redis) -> None:
+    """The same plan id in two consecutive batches, the first still in flight when the
+    second is drafted: the scripts keep it to one permit."""
+    for i in range(10):
+        plan(real_redis, f"ovd-{i}", notional="100")
+    for i in range(10):
+        plan(real_redis, f"ovd-{i}", notional="999")
+    gov = Governor(real_redis, {"GOVERNOR_BATCH_SIZE": "10"})
+    assert gov.drain(overlap=True) == 20
+    assert real_redis.xlen(ISSUED) == 10
+    assert {real_redis.hget(f"quantum:permit:ovd-{i}", "notional_usd")
+            for i in range(10)} == {"100"}
+    assert gov.metric("governor_duplicate_plans_total") == 10
+    assert pending(real_redis) == 0
+
+
+def test_overlapped_write_failure_is_retried_without_false_duplicates(
+        real_redis: redis.Redis) -> None:
+    """A refused write in a batch that was in flight: its plan is read again from the
+    pending list (after the batch in flight is finished, so the plans written meanwhile are
+    not retried as duplicates) and dead-lettered after the retries."""
+    real_redis.set("quantum:permit:ovf-3", "garbage")
+    for i in range(12):
+        plan(real_redis, f"ovf-{i}")
+    gov = Governor(real_redis, {"GOVERNOR_BATCH_SIZE": "5"})
+    for _ in range(MAX_WRITE_ATTEMPTS + 8):
+        gov.service.step(overlap=True)
+    gov.service.flush()
+    assert real_redis.xlen(ISSUED) == 11
+    assert [fields["plan_id"] for _, fields in real_redis.xrange(DEAD)] == ["ovf-3"]
+    assert gov.metric("governor_duplicate_plans_total") == 0
+    assert gov.metric("governor_permits_issued_total", {"decision": "ALLOW"}) == 11
+    assert pending(real_redis) == 0
+
+
+def test_run_finishes_the_batch_in_flight_when_stopped(real_redis: redis.Redis) -> None:
+    for i in range(40):
+        plan(real_redis, f"stop-{i}")
+    gov = Governor(real_redis, {"GOVERNOR_BATCH_SIZE": "15"})
+    step = gov.service.step
+
+    def step_then_stop(**kwargs: bool) -> int:
+        count = step(**kwargs)
+        gov.service.stop.set()  # a SIGTERM with the first batch in flight
+        return count
+
+    gov.service.step = step_then_stop  # type: ignore[method-assign]
+    gov.service.run()
+    assert real_redis.xlen(ISSUED) == 15
+    assert gov.metric("governor_permits_issued_total", {"decision": "ALLOW"}) == 15
+    assert pending(real_redis) == 0  # the other 25 were never read
+
+
+def test_recovery_reads_wait_for_the_batch_in_flight(real_redis: redis.Redis) -> None:
+    """Own pending entries are read again only once no batch is in flight: its plans are
+    pending until Redis applies their writes, and reading them again would issue them
+    twice over (as duplicates)."""
+    real_redis.set("quantum:permit:rec-2", "garbage")
+    for i in range(20):
+        plan(real_redis, f"rec-{i}")
+    gov = Governor(real_redis, {"GOVERNOR_BATCH_SIZE": "4"})
+    service, read = gov.service, gov.service._read
+    in_flight_at_pending_reads = []
+
+    def spy(cursor: str, block: int | None) -> list:
+        if cursor != ">":
+            in_flight_at_pending_reads.append(service._in_flight is not None)
+        return read(cursor, block)
+
+    service._read = spy  # type: ignore[method-assign]
+    gov.drain(overlap=True)
+    assert len(in_flight_at_pending_reads) > 1  # the retries of rec-2 happened
+    assert not any(in_flight_at_pending_reads)

@@ -2,6 +2,8 @@
 
 Per batch: ``XREADGROUP`` (1), the kill switch and every symbol's caps in one pipeline (1),
 each plugin's ``on_permit_batch`` read (1 each, by contract), and one pipeline of writes (1).
+The run loop overlaps consecutive batches: the next batch is read and gated while Redis
+applies the previous one's writes (see :meth:`GovernorService.step`).
 
 Each plan's permit is written by a Lua script that, atomically, skips a plan whose permit
 already exists, writes the permit hash (core and plugin fields) with its TTL, appends the
@@ -32,7 +34,12 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from governor_core.config import GovernorConfig
-from governor_core.governor.extensions import NO_FIELDS, PermitExtensions, PluginFields
+from governor_core.governor.extensions import (
+    NO_FIELDS,
+    BatchExtensions,
+    PermitExtensions,
+    PluginFields,
+)
 from governor_core.governor.gates import (
     CORE_FIELDS,
     DECISIONS,
@@ -100,6 +107,18 @@ LAG_REFRESH_SEC = 5.0
 
 
 @dataclass(frozen=True, slots=True)
+class _Batch:
+    """A batch whose writes are sent and whose replies are not read yet."""
+
+    stream: CommandStream
+    plans: list[Plan]
+    permits: list[tuple[dict[str, str], PluginFields]]
+    rejections: list[PlanRejection]
+    started: float
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class BatchResult:
     issued: int
     duplicates: int
@@ -154,6 +173,7 @@ class GovernorService:
         self._write_failures: Tally[str] = Tally()
         self._next_claim = 0.0
         self._next_lag = 0.0
+        self._in_flight: _Batch | None = None
         self.extensions = PermitExtensions(plugins, self.metrics.refused)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -168,7 +188,12 @@ class GovernorService:
                 raise
 
     def run(self) -> None:
-        """Process batches until ``stop`` is set; Redis outages are waited out."""
+        """Process batches until ``stop`` is set; Redis outages are waited out.
+
+        The loop overlaps batches (:meth:`step` with ``overlap=True``): while Redis applies
+        one batch's writes, the next batch is read, validated and gated. On stop the batch
+        in hand is finished before returning.
+        """
         backoff = Backoff(self.stop)
         ready = False
         while not self.stop.is_set():
@@ -176,28 +201,46 @@ class GovernorService:
                 if not ready:
                     self.ensure_group()
                     ready = True
-                self.step()
+                self.step(overlap=True)
                 backoff.succeeded()
             except REDIS_OUTAGE_ERRORS as exc:
+                self._abandon_in_flight()
                 self.metrics.redis_errors.labels(op="loop").inc()
                 self._pending_cursor = "0"
                 ready = False
                 backoff.failed("governor loop", exc)
             except redis.ResponseError as exc:
+                self._abandon_in_flight()
                 if "NOGROUP" in str(exc):
                     ready = False  # the stream or group was deleted under us: recreate it
                 self.metrics.redis_errors.labels(op="response").inc()
                 self._pending_cursor = "0"
                 backoff.failed("governor loop", exc)
+        try:
+            self.flush()
+        except (*REDIS_OUTAGE_ERRORS, redis.ResponseError) as exc:
+            self._abandon_in_flight()  # its plans stay pending: the next start issues them
+            log.error("last batch's replies lost at stop: %s", exc)
 
-    def step(self) -> int:
-        """Read one batch (own pending entries first, then new ones) and process it."""
+    def step(self, *, overlap: bool = False) -> int:
+        """Read one batch (own pending entries first, then new ones) and process it.
+
+        With ``overlap`` (the run loop), a batch of new plans is left in flight once its
+        writes are sent: the next step reads, validates and gates the following batch while
+        Redis applies them, and only then reads their replies and counts them. Redis works
+        while the governor drafts, and the other way round; a batch's plans are acknowledged
+        by the same scripts either way, so nothing about what is written changes. Call
+        :meth:`flush` to finish the batch in flight. Recovery reads (own pending entries,
+        claims) always finish the batch in flight first, so they never see its plans as
+        unfinished.
+        """
         now = self.clock()
         if now >= self._next_lag:
             self._refresh_lag()
             self._next_lag = now + LAG_REFRESH_SEC
         if now >= self._next_claim:
             self._next_claim = now + self.config.claim_idle_ms / 2000
+            self.flush()
             claimed = self._claim_abandoned()
             if claimed:
                 self.process(claimed)
@@ -205,15 +248,33 @@ class GovernorService:
         if self._pending_cursor is not None:
             # Our own unacknowledged plans first (after a start, an outage or a refused
             # write), one batch at a time; then new plans, in the same step.
+            self.flush()
             entries = self._read(self._pending_cursor, block=None)
             self._pending_cursor = entries[-1][0] if entries else None
             if entries:
                 self.process(entries)
                 return len(entries)
-        entries = self._read(">", block=self.config.block_ms)
-        if entries:
-            self.process(entries)
+        # With a batch in flight, don't block: if nothing new has come, finish that batch.
+        entries = self._read(">", block=None if self._in_flight else self.config.block_ms)
+        if not entries:
+            self.flush()
+            return 0
+        batch = self._begin(entries, before_writes=self.flush)
+        if overlap:
+            self._in_flight = batch
+        else:
+            self._finish(batch)
         return len(entries)
+
+    def flush(self) -> BatchResult | None:
+        """Finish the batch in flight, if any: read its replies and count them."""
+        batch, self._in_flight = self._in_flight, None
+        return self._finish(batch) if batch is not None else None
+
+    def _abandon_in_flight(self) -> None:
+        batch, self._in_flight = self._in_flight, None
+        if batch is not None:
+            batch.stream.abandon()  # its plans stay pending and are read again
 
     def _read(self, cursor: str, block: int | None) -> list[tuple[str, dict[str, str] | None]]:
         response = self.redis.xreadgroup(self.config.group, self.config.consumer,
@@ -243,6 +304,16 @@ class GovernorService:
     # -- one batch -----------------------------------------------------------------------
 
     def process(self, entries: Sequence[tuple[str, dict[str, str] | None]]) -> BatchResult:
+        """Issue a permit (or dead letter) for every entry, and wait until all are written."""
+        return self._finish(self._begin(entries))
+
+    def _begin(self, entries: Sequence[tuple[str, dict[str, str] | None]], *,
+               before_writes: Callable[[], object] | None = None) -> _Batch:
+        """Validate, gate and extend a batch, then send its writes without waiting for them.
+
+        ``before_writes`` runs after the batch's reads (gates, plugins) and before its
+        writes are sent: the run loop finishes the previous batch there.
+        """
         started = time.perf_counter()
         now = self.clock()
         plans: list[Plan] = []
@@ -255,21 +326,35 @@ class GovernorService:
             parsed = parse_plan(entry_id, fields)
             (plans if isinstance(parsed, Plan) else rejections).append(parsed)
 
+        kill, caps = self._gates(plans) if plans else (False, {})
+        extensions = self.extensions.begin(plans, self.redis, now) if plans else None
+        if before_writes is not None:
+            before_writes()
         stream = CommandStream(self.redis)
-        stream.send([("SCRIPT", "LOAD", ISSUE_SCRIPT), ("SCRIPT", "LOAD", DEAD_LETTER_SCRIPT)])
-        permits = self._issue(plans, now, stream) if plans else []
-        maxlen, group = str(self.config.stream_maxlen), self.config.group
-        tail: list[Command] = [
-            ("EVALSHA", _SHAS[1], "2", DEAD_STREAM, PLAN_STREAM, group, rejection.entry_id,
-             maxlen, *_dead_letter_fields(rejection.entry_id, rejection.code,
-                                          rejection.message, rejection.fields))
-            for rejection in rejections]
-        if vanished:
-            tail.append(("XACK", PLAN_STREAM, group, *vanished))
-        stream.send(tail)
-        result = self._account(plans, permits, rejections, stream.replies()[2:])
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        self.metrics.last_batch.set(now)
+        try:
+            stream.send([("SCRIPT", "LOAD", ISSUE_SCRIPT),
+                         ("SCRIPT", "LOAD", DEAD_LETTER_SCRIPT)])
+            permits = self._issue(plans, kill, caps, extensions, now, stream)
+            maxlen, group = str(self.config.stream_maxlen), self.config.group
+            tail: list[Command] = [
+                ("EVALSHA", _SHAS[1], "2", DEAD_STREAM, PLAN_STREAM, group,
+                 rejection.entry_id, maxlen,
+                 *_dead_letter_fields(rejection.entry_id, rejection.code, rejection.message,
+                                      rejection.fields))
+                for rejection in rejections]
+            if vanished:
+                tail.append(("XACK", PLAN_STREAM, group, *vanished))
+            stream.send(tail)
+        except BaseException:
+            stream.abandon()
+            raise
+        return _Batch(stream, plans, permits, rejections, started, now)
+
+    def _finish(self, batch: _Batch) -> BatchResult:
+        result = self._account(batch.plans, batch.permits, batch.rejections,
+                               batch.stream.replies()[2:])
+        self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
+        self.metrics.last_batch.set(batch.now)
         return result
 
     def _gates(self, plans: list[Plan]) -> tuple[bool, dict[str, Cap]]:
@@ -288,7 +373,8 @@ class GovernorService:
             caps[symbol] = choose_cap(_value(target, symbol), _value(budget, symbol))
         return self._kill_switch(replies[0], replies[1]), caps
 
-    def _issue(self, plans: list[Plan], now: float,
+    def _issue(self, plans: list[Plan], kill: bool, caps: dict[str, Cap],
+               extensions: BatchExtensions | None, now: float,
                stream: CommandStream) -> list[tuple[dict[str, str], PluginFields]]:
         """Draft every permit and send its write, :data:`WRITE_CHUNK` plans at a time.
 
@@ -297,8 +383,6 @@ class GovernorService:
         RESP text: the batch-constant arguments and each plugin mapping are encoded once
         (:class:`~governor_core.redis_io.Packed`), the core fields per plan.
         """
-        kill, caps = self._gates(plans)
-        extensions = self.extensions.begin(plans, self.redis, now)
         config = self.config
         cooldown, ttl = config.cooldown_sec, config.permit_ttl_sec
         core_args = 11 + 2 * len(CORE_FIELDS)
