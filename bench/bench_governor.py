@@ -1,9 +1,10 @@
 """Governor benchmark against a real redis-server started here on a free port (SPEC 7).
 
 1. Throughput: N plans queued, then drained by the governor loop (the same
-   ``step(overlap=True)`` that ``quantum-governor run`` loops over, in this process), with every installed plugin
-   active and again with ``p31_efficiency`` blocked, alternating for R rounds so both see
-   the same machine; medians side by side and the plugin's cost as a ratio.
+   ``step(overlap=True)`` that ``quantum-governor run`` loops over, in this process), with
+   every installed plugin active and again with ``p31_efficiency`` blocked, alternating for
+   R rounds so both see the same machine; medians side by side and the plugin's cost as a
+   ratio.
 2. Latency: the real ``quantum-governor run`` process, plans offered at a fixed rate; for
    each plan, the permit stream entry's server time minus the plan's send time (both
    clocks are this machine's; the stream id has millisecond resolution).
