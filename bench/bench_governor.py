@@ -11,7 +11,7 @@
 3. ``--soak N``: RSS of the real governor process sampled while it issues N permits, and
    Redis memory before and after (permit TTLs and capped streams keep it bounded).
 
-Run: ``.venv/bin/python bench/bench_governor.py [--plans 50000] [--rounds 5] [--rate 2000]``
+Run: ``.venv/bin/python bench/bench_governor.py [--plans 20000] [--rounds 15] [--rate 2000]``
 """
 
 from __future__ import annotations
@@ -81,9 +81,10 @@ def throughput(server: RedisServer, plans: int, rounds: int) -> None:
     client = server.client()
     results: dict[str, list[float]] = {"active": [], "blocked": []}
     names: dict[str, list[str]] = {}
+    runs = (("active", frozenset()), ("blocked", frozenset({"p31_efficiency"})))
     for round_no in range(rounds):
-        for label, disabled in (("active", frozenset()),
-                                ("blocked", frozenset({"p31_efficiency"}))):
+        # Back to back, in alternating order, so neither side always runs first.
+        for label, disabled in runs if round_no % 2 == 0 else runs[::-1]:
             seed(client, time.time())
             push_plans(client, plans, f"r{round_no}{label}")
             rate, names[label] = drain(server, plans, disabled)
@@ -96,8 +97,13 @@ def throughput(server: RedisServer, plans: int, rounds: int) -> None:
     print(f"  {'median permits/s':24}{active:>24,.0f}{blocked:>25,.0f}")
     spread = {k: f"{min(v):,.0f} .. {max(v):,.0f}" for k, v in results.items()}
     print(f"  {'min .. max permits/s':24}{spread['active']:>24}{spread['blocked']:>25}")
-    cost = 1 - active / blocked
-    print(f"  plugin cost: {cost:.1%} of throughput (target <= 15%); "
+    # Each round runs the two back to back, so a round's ratio sees one state of this shared
+    # machine; the median over rounds is the figure (the ratio of the medians beside it).
+    ratios = sorted(a / b for a, b in zip(results["active"], results["blocked"], strict=True))
+    cost = 1 - statistics.median(ratios)
+    print(f"  per-round cost         {', '.join(f'{1 - r:.1%}' for r in ratios)}")
+    print(f"  plugin cost: {cost:.1%} of throughput, median of the rounds' ratios "
+          f"({1 - active / blocked:.1%} from the medians; target <= 15%); "
           f"active throughput target >= 15,000 permits/s: "
           f"{'met' if active >= 15_000 else 'NOT met'}")
 
@@ -188,8 +194,8 @@ def soak(server: RedisServer, total: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--plans", type=int, default=50_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--plans", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--rate", type=int, default=2_000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--soak", type=int, default=0, help="plans for the RSS soak (0: skip)")

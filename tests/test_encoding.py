@@ -133,11 +133,13 @@ def test_symbol_series_counts_every_occurrence_and_keeps_old_symbols():
     assert "# TYPE p29_targets_computed_total counter" in text
 
 
-def test_permit_core_fields_encode_like_hiredis():
+def test_permit_core_values_encode_like_hiredis():
     from governor_core.governor.gates import CORE_FIELDS
-    from governor_core.governor.service import _core_resp
+    from governor_core.governor.service import ISSUE_SCRIPT, _core_values
 
     permit = {name: f"{name[:3]}-{index * 7}" for index, name in enumerate(CORE_FIELDS)}
-    flat = tuple(part for item in permit.items() for part in item)
-    assert _core_resp(permit) == "".join(map(bulk, flat))
-    assert f"*{len(flat)}\r\n{_core_resp(permit)}".encode() == hiredis.pack_command(flat)
+    values = tuple(permit.values())
+    assert _core_values(permit) == "".join(map(bulk, values))
+    assert f"*{len(values)}\r\n{_core_values(permit)}".encode() == hiredis.pack_command(values)
+    # the script holds the names, in the same order
+    assert "local names = {" + ", ".join(f"'{n}'" for n in CORE_FIELDS) + "}" in ISSUE_SCRIPT

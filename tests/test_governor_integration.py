@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from governor_core.config import EnvReader, GovernorConfig
 from governor_core.governor.gates import CORE_FIELDS
-from governor_core.governor.service import MAX_WRITE_ATTEMPTS, GovernorService
+from governor_core.governor.service import MAX_WRITE_ATTEMPTS, WRITE_CHUNK, GovernorService
 from governor_core.plugins import build_plugin_host
 
 pytestmark = pytest.mark.redis
@@ -514,3 +514,33 @@ def test_recovery_reads_wait_for_the_batch_in_flight(real_redis: redis.Redis) ->
     gov.drain(overlap=True)
     assert len(in_flight_at_pending_reads) > 1  # the retries of rec-2 happened
     assert not any(in_flight_at_pending_reads)
+
+
+def test_a_batch_of_several_script_calls_writes_each_plans_own_fields(
+        real_redis: redis.Redis) -> None:
+    """Permits are written WRITE_CHUNK to a script call, each distinct set of plugin fields
+    sent once per call: every permit must still get its own symbol's fields, and one
+    refused plan must not take its call's other plans down with it."""
+    scores = {"AAAUSDT": "0.1000", "BBBUSDT": "0.3000", "CCCUSDT": "0.9000"}
+    for symbol, score in scores.items():
+        efficiency(real_redis, symbol, score)
+    symbols = [*scores, "DDDUSDT"]  # DDD has no efficiency data: missing_eff
+    total = 2 * WRITE_CHUNK + 30
+    bad = WRITE_CHUNK + 25
+    real_redis.set(f"quantum:permit:chunk-{bad}", "garbage")
+    for i in range(total):
+        plan(real_redis, f"chunk-{i}", symbol=symbols[i % 4], notional=str(100 + i))
+    gov = Governor(real_redis)
+    assert gov.service.step() == total
+    for i in range(total):
+        if i == bad:
+            continue
+        permit = real_redis.hgetall(f"quantum:permit:chunk-{i}")
+        symbol = symbols[i % 4]
+        assert (permit["plan_id"], permit["symbol"], permit["notional_usd"]) == (
+            f"chunk-{i}", symbol, str(100 + i))
+        assert permit["eff_score"] == scores.get(symbol, "")
+        assert permit["eff_reason"] == ("ok" if symbol in scores else "missing_eff")
+    assert real_redis.xlen(ISSUED) == total - 1
+    assert pending(real_redis) == 1
+    assert gov.metric("governor_permits_issued_total", {"decision": "ALLOW"}) == total - 1

@@ -70,27 +70,63 @@ PERMIT_KEY = "quantum:permit:{}"
 TARGET_KEY = "quantum:allocation:target:{}"
 BUDGET_KEY = "quantum:portfolio:budget:{}"
 
-# KEYS: permit hash, permit stream, plan stream.
-# ARGV: group, entry id, ttl, maxlen, n (core field args), core fields…, plugin fields…
-# Every check comes before the first write, so a refused write leaves nothing behind
-# (a permit written but not announced would be taken for a duplicate on retry).
+# One call writes a chunk of permits. KEYS: permit stream, plan stream, then one permit
+# key per plan. ARGV: group, ttl, maxlen, the number of plugin field sets, each set as
+# (count, name, value, …); then per plan: entry id, its field set (0 for none), the values
+# of the core fields in CORE_FIELDS order (the script holds the names). Replies one result
+# per plan: 1 written, 0 permit already there (acknowledged only), or an error. A plan's
+# checks come before its first write, so a refused plan leaves nothing behind (a permit
+# written but not announced would be taken for a duplicate on retry). The plans written or
+# found are acknowledged by one XACK at the end (the script is atomic: same effect).
 ISSUE_SCRIPT = """
-local permit_type = redis.call('TYPE', KEYS[1]).ok
-if permit_type == 'hash' then
-  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-  return 0
+local names = {CORE_NAMES}
+local ncore = #names
+local group, ttl, maxlen = ARGV[1], ARGV[2], ARGV[3]
+local sets, at = {}, 5
+for s = 1, tonumber(ARGV[4]) do
+  local n = tonumber(ARGV[at])
+  sets[s] = {unpack(ARGV, at + 1, at + n)}
+  at = at + 1 + n
 end
-local stream_type = redis.call('TYPE', KEYS[2]).ok
-if permit_type ~= 'none' or (stream_type ~= 'none' and stream_type ~= 'stream') then
-  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' is a ' .. permit_type .. ', '
-                           .. KEYS[2] .. ' is a ' .. stream_type)
+local stream_type = redis.call('TYPE', KEYS[1]).ok
+local stream_ok = stream_type == 'none' or stream_type == 'stream'
+local results, acks = {}, {}
+local fields = {}  -- reused for every plan: names stay, values are overwritten
+for f = 1, ncore do fields[2 * f - 1] = names[f] end
+for p = 3, #KEYS do
+  local key, entry, set = KEYS[p], ARGV[at], tonumber(ARGV[at + 1])
+  for f = 1, ncore do fields[2 * f] = ARGV[at + 1 + f] end
+  at = at + 2 + ncore
+  -- HSETNX creates the permit with its first field, or finds it (duplicate), or fails
+  -- on a key of another type: one call for the check and the first write.
+  local created = stream_ok and redis.pcall('HSETNX', key, names[1], fields[2])
+  if created == 0 then
+    acks[#acks + 1] = entry
+    results[p - 2] = 0
+  elseif created ~= 1 then
+    local permit_type = redis.call('TYPE', key).ok
+    results[p - 2] = redis.error_reply('WRONGTYPE ' .. key .. ' is a ' .. permit_type
+                                       .. ', ' .. KEYS[1] .. ' is a ' .. stream_type)
+  else
+    local n = 2 * ncore
+    if set > 0 then
+      local extra = sets[set]
+      for i = 1, #extra do fields[n + i] = extra[i] end
+      n = n + #extra
+    end
+    redis.call('HSET', key, unpack(fields, 3, n))
+    redis.call('EXPIRE', key, ttl)
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(fields, 1, 2 * ncore))
+    acks[#acks + 1] = entry
+    stream_type = 'stream'
+    results[p - 2] = 1
+  end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 6, 5 + ARGV[5]))
-redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-return 1
-"""
+if #acks > 0 then
+  redis.call('XACK', KEYS[2], group, unpack(acks))
+end
+return results
+""".replace("{CORE_NAMES}", "{" + ", ".join(f"'{name}'" for name in CORE_FIELDS) + "}")
 # KEYS: dead stream, plan stream. ARGV: group, entry id, maxlen, fields…
 DEAD_LETTER_SCRIPT = """
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
@@ -385,29 +421,42 @@ class GovernorService:
         """
         config = self.config
         cooldown, ttl = config.cooldown_sec, config.permit_ttl_sec
-        core_args = 11 + 2 * len(CORE_FIELDS)
-        streams = "".join(map(bulk, (PERMIT_STREAM, PLAN_STREAM, config.group)))
-        limits = "".join(map(bulk, (str(ttl), str(config.stream_maxlen),
-                                    str(2 * len(CORE_FIELDS)))))
-        head = "".join(map(bulk, ("EVALSHA", _SHAS[0], "3")))
+        head = "".join(map(bulk, ("EVALSHA", _SHAS[0])))
+        streams = "".join(map(bulk, (PERMIT_STREAM, PLAN_STREAM)))
+        limits = "".join(map(bulk, (config.group, str(ttl), str(config.stream_maxlen))))
         permits: list[tuple[dict[str, str], PluginFields]] = []
         for start in range(0, len(plans), WRITE_CHUNK):
-            wire = []
+            keys, rows = [], []
+            # Each distinct set of plugin fields goes once per call, rows refer to it.
+            sets: dict[str, str] = {}
+            set_parts: list[str] = []
+            set_args = 0
             for plan in plans[start:start + WRITE_CHUNK]:
                 gate = decide(plan.notional_usd, kill, caps.get(plan.symbol, NO_CAP))
                 permit = core_permit(plan, gate, cooldown_sec=cooldown, ttl_sec=ttl, now=now)
                 extra = extensions.extend(plan, permit) if extensions else NO_FIELDS
                 permits.append((permit, extra))
+                if extra.count:
+                    index = sets.get(extra.resp)
+                    if index is None:
+                        index = sets[extra.resp] = _index(len(sets) + 1)
+                        set_parts.append(f"{bulk(str(extra.count))}{extra.resp}")
+                        set_args += 1 + extra.count
+                else:
+                    index = _index(0)
                 key = PERMIT_KEY.format(plan.plan_id)
                 entry = plan.entry_id
                 # Plan ids, symbols, entry ids and numbers are ASCII (parse_plan): character
                 # counts are byte counts.
-                wire.append(f"*{core_args + extra.count}\r\n{head}${len(key)}\r\n{key}\r\n"
-                            f"{streams}${len(entry)}\r\n{entry}\r\n{limits}"
-                            f"{_core_resp(permit)}{extra.resp}")
-            text = "".join(wire)
-            stream.send([Packed(text.encode(), len(wire))])
+                keys.append(f"${len(key)}\r\n{key}\r\n")
+                rows.append(f"${len(entry)}\r\n{entry}\r\n{index}{_core_values(permit)}")
+            count = len(keys)
+            text = (f"*{3 + 2 + count + 4 + set_args + (2 + len(CORE_FIELDS)) * count}\r\n"
+                    f"{head}{bulk(str(2 + count))}{streams}{''.join(keys)}{limits}"
+                    f"{bulk(str(len(sets)))}{''.join(set_parts)}{''.join(rows)}")
+            stream.send([Packed(text.encode())])
         return permits
+
     def _kill_switch(self, key_type: object, value: object) -> bool:
         # "1" is on; absent or any other string is off. A key of another type means someone
         # meant to set it and got it wrong: the one gate that fails closed.
@@ -421,7 +470,14 @@ class GovernorService:
         """Count what the batch's writes did; schedule a retry for any Redis refused."""
         issued = duplicates = failed = 0
         decisions: Tally[str] = Tally()
-        for plan, (permit, extra), reply in zip(plans, permits, replies, strict=False):
+        chunks = -(-len(plans) // WRITE_CHUNK)
+        results: list[object] = []
+        for number, reply in enumerate(replies[:chunks]):
+            size = min(WRITE_CHUNK, len(plans) - number * WRITE_CHUNK)
+            # A call Redis refused as a whole (e.g. out of memory) fails each of its plans.
+            results.extend(reply if isinstance(reply, list) and len(reply) == size
+                           else [reply] * size)
+        for plan, (permit, extra), reply in zip(plans, permits, results, strict=True):
             if reply == 1:
                 issued += 1
                 decisions[permit["decision"]] += 1
@@ -431,7 +487,7 @@ class GovernorService:
                 failed += 1
                 self._write_failed(plan.entry_id, plan.plan_id, reply,
                                    {**permit, **extra.merged()})
-        dead_replies = replies[len(plans):len(plans) + len(rejections)]
+        dead_replies = replies[chunks:chunks + len(rejections)]
         for rejection, reply in zip(rejections, dead_replies, strict=True):
             if reply == 1:
                 self.metrics.dead.labels(reason=rejection.code).inc()
@@ -467,8 +523,9 @@ class GovernorService:
         self.metrics.dead.labels(reason="write_failed").inc()
 
 
-def _core_resp(permit: dict[str, str]) -> str:
-    """The core fields as RESP arguments, in :data:`CORE_FIELDS` order.
+def _core_values(permit: dict[str, str]) -> str:
+    """The core field values as RESP arguments, in :data:`CORE_FIELDS` order (the issue
+    script holds the names).
 
     Written out as one f-string: it runs once per permit, and a compiled f-string is
     several times faster than ``str.format`` or a loop (a test checks it against
@@ -477,18 +534,16 @@ def _core_resp(permit: dict[str, str]) -> str:
     """
     (plan_id, symbol, side, notional, decision, reason, allowed, cap, cap_source, cooldown,
      issued, expires) = permit.values()
-    return (f"$7\r\nplan_id\r\n${len(plan_id)}\r\n{plan_id}\r\n"
-            f"$6\r\nsymbol\r\n${len(symbol)}\r\n{symbol}\r\n"
-            f"$4\r\nside\r\n${len(side)}\r\n{side}\r\n"
-            f"$12\r\nnotional_usd\r\n${len(notional)}\r\n{notional}\r\n"
-            f"$8\r\ndecision\r\n${len(decision)}\r\n{decision}\r\n"
-            f"$6\r\nreason\r\n${len(reason)}\r\n{reason}\r\n"
-            f"$20\r\nallowed_notional_usd\r\n${len(allowed)}\r\n{allowed}\r\n"
-            f"$7\r\ncap_usd\r\n${len(cap)}\r\n{cap}\r\n"
-            f"$10\r\ncap_source\r\n${len(cap_source)}\r\n{cap_source}\r\n"
-            f"$12\r\ncooldown_sec\r\n${len(cooldown)}\r\n{cooldown}\r\n"
-            f"$9\r\nissued_ts\r\n${len(issued)}\r\n{issued}\r\n"
-            f"$10\r\nexpires_ts\r\n${len(expires)}\r\n{expires}\r\n")
+    return (f"${len(plan_id)}\r\n{plan_id}\r\n${len(symbol)}\r\n{symbol}\r\n"
+            f"${len(side)}\r\n{side}\r\n${len(notional)}\r\n{notional}\r\n"
+            f"${len(decision)}\r\n{decision}\r\n${len(reason)}\r\n{reason}\r\n"
+            f"${len(allowed)}\r\n{allowed}\r\n${len(cap)}\r\n{cap}\r\n"
+            f"${len(cap_source)}\r\n{cap_source}\r\n${len(cooldown)}\r\n{cooldown}\r\n"
+            f"${len(issued)}\r\n{issued}\r\n${len(expires)}\r\n{expires}\r\n")
+
+
+_INDEXES = [bulk(str(i)) for i in range(WRITE_CHUNK + 1)]
+_index = _INDEXES.__getitem__
 
 
 _SHAS = tuple(hashlib.sha1(script.encode()).hexdigest()
