@@ -29,6 +29,17 @@ PROJECT = "quantum_governor"
 hookspec = pluggy.HookspecMarker(PROJECT)
 
 
+class SymbolFields(dict):  # type: ignore[type-arg]
+    """Permit fields per symbol (``symbol`` → fields), returned by ``on_permit_batch`` of a
+    plugin whose fields depend on the plan's symbol only.
+
+    The host then adds a symbol's fields to every plan of that symbol in the batch (none for
+    a symbol it does not name) and does not call this plugin's ``on_issue_permit`` for the
+    batch: a lookup per plan instead of a call. It is a plain ``dict``, so the plugin's own
+    ``on_issue_permit`` can still look the plan's symbol up in it (for direct callers).
+    """
+
+
 @hookspec
 def on_configure(host: str, env: Mapping[str, str], registry: CollectorRegistry) -> None:
     """Read and validate the plugin's configuration; create its metrics.
@@ -73,8 +84,10 @@ def on_permit_batch(plans: Sequence[Plan], redis: redis.Redis, now: float) -> An
         batch; do not write to Redis here.
     :param now: the batch's clock time (Unix seconds); use it instead of the system clock.
     :return: any object; it is passed back unchanged as ``batch`` to this plugin's
-        ``on_issue_permit`` calls for the batch. If this hook raises, the host counts the
-        error and issues the batch's permits without this plugin's fields.
+        ``on_issue_permit`` calls for the batch. A :class:`SymbolFields` instead gives every
+        plan of a symbol that symbol's fields, and ``on_issue_permit`` is not called. If
+        this hook raises, the host counts the error and issues the batch's permits without
+        this plugin's fields.
 
     A Redis error should be handled inside the plugin (recorded as its reason, e.g.
     ``redis_error``) rather than raised: a plugin must never delay a permit.

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from governor_core import hookimpl
 from governor_core.config import ConfigError
+from governor_core.hookspecs import SymbolFields
 from governor_core.plans import Plan
 from governor_core.plugins import HOOK_NAMES, build_plugin_host
 
@@ -242,7 +243,8 @@ def test_known_hook_names_match_the_specs() -> None:
 
 # -- isolation inside the governor loop (real redis-server) ------------------------------
 
-def run_governor(real_redis, *plugins: tuple[str, object], n_plans: int = 3):
+def run_governor(real_redis, *plugins: tuple[str, object], n_plans: int = 3,
+                 symbols: Sequence[str] = ("BTCUSDT",)):
     from governor_core.config import EnvReader, GovernorConfig
     from governor_core.governor.service import GovernorService
 
@@ -255,7 +257,8 @@ def run_governor(real_redis, *plugins: tuple[str, object], n_plans: int = 3):
     service.ensure_group()
     for i in range(n_plans):
         real_redis.xadd("quantum:stream:apply.plan",
-                        {"plan_id": f"p{i}", "symbol": "BTCUSDT", "side": "BUY",
+                        {"plan_id": f"p{i}", "symbol": symbols[i % len(symbols)],
+                         "side": "BUY",
                          "notional_usd": "100"})
     while service.step() or service.step():
         pass
@@ -314,6 +317,60 @@ def test_first_plugin_keeps_a_shared_field(real_redis) -> None:
     assert permits[0]["tag"] in ("a:p0:1", "b:p0:1")  # one of them, never a mix or an error
 
 
+class PerSymbol:
+    """Fields that depend on the symbol only, returned as SymbolFields from the batch hook;
+    ``on_issue_permit`` must then never be called."""
+
+    def __init__(self, fields: Mapping[str, Mapping[str, str]]) -> None:
+        self.fields = fields
+        self.batches = 0
+
+    @hookimpl
+    def permit_fields(self) -> Sequence[str]:
+        return ("per_symbol",)
+
+    @hookimpl
+    def on_permit_batch(self, plans: Sequence[Plan]) -> SymbolFields:
+        self.batches += 1
+        return SymbolFields(self.fields)
+
+    @hookimpl
+    def on_issue_permit(self) -> Mapping[str, str]:
+        raise AssertionError("called per plan despite SymbolFields")
+
+
+@pytest.mark.redis
+def test_symbol_fields_go_to_every_plan_of_the_symbol_without_a_call(real_redis) -> None:
+    plugin = PerSymbol({"BTCUSDT": {"per_symbol": "btc"}, "ETHUSDT": {"per_symbol": "eth"}})
+    permits, registry = run_governor(real_redis, ("per", plugin), n_plans=6,
+                                     symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT"))
+    assert [permit.get("per_symbol") for permit in permits] == [
+        "btc", "eth", None, "btc", "eth", None]
+    assert plugin.batches == 1
+    assert errors(registry, "per", "on_issue_permit") == 0
+
+
+@pytest.mark.redis
+def test_symbol_fields_mix_with_per_plan_fields_and_are_still_checked(real_redis) -> None:
+    plugin = PerSymbol({"BTCUSDT": {"per_symbol": "btc", "decision": "DENY"}})
+    permits, registry = run_governor(real_redis, ("per", plugin), ("tagger", Tagger()),
+                                     n_plans=3)
+    for i, permit in enumerate(permits):
+        assert (permit["per_symbol"], permit["tag"]) == ("btc", f"x:p{i}:3")
+        assert permit["decision"] == "ALLOW"
+    assert registry.get_sample_value("governor_plugin_fields_refused_total",
+                                     {"plugin": "per"}) == 3  # once per plan
+
+
+@pytest.mark.redis
+def test_refused_symbol_fields_are_counted_per_plan_when_alone(real_redis) -> None:
+    plugin = PerSymbol({"BTCUSDT": {"per_symbol": "btc", "cap_usd": "0"}})
+    permits, registry = run_governor(real_redis, ("per", plugin), n_plans=4)
+    assert [(p["per_symbol"], p["cap_usd"]) for p in permits] == [("btc", "")] * 4
+    assert registry.get_sample_value("governor_plugin_fields_refused_total",
+                                     {"plugin": "per"}) == 4
+
+
 # -- the real p31_efficiency plugin, through its entry point --------------------------------
 
 def test_p31_keeps_working_after_an_allocation_host_is_built() -> None:
@@ -329,6 +386,7 @@ def test_p31_keeps_working_after_an_allocation_host_is_built() -> None:
     issue = next(impl for impl in governor.impls("on_issue_permit")
                  if impl.plugin == "p31_efficiency")
     context = batch({"plans": [PLAN], "redis": client, "now": NOW})
+    assert isinstance(context, SymbolFields)  # the host's per-symbol fast path
     fields = issue({"plan": PLAN, "permit": {}, "batch": context, "now": NOW})
     assert fields is not None and fields["eff_action"] == "DOWNSIZE"
 

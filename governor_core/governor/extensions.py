@@ -4,7 +4,9 @@ This is the governor's hot path (once per plan per plugin), so the per-plan work
 a bound call and a cache lookup: each implementation's arguments are bound once per batch,
 and a returned mapping is checked and encoded to RESP once per batch (plugins usually
 return one shared mapping per symbol; the cache is keyed by identity, and the batch
-contexts keep those mappings alive while the batch lasts). The host splices the encoded
+contexts keep those mappings alive while the batch lasts). A plugin whose batch hook
+returned :class:`~governor_core.hookspecs.SymbolFields` is not called per plan at all: its
+fields are looked up by symbol. The host splices the encoded
 fields into the permit's write as they are; the core fields a plugin sees are a read-only
 view, built only for implementations that ask for ``permit``.
 """
@@ -21,6 +23,7 @@ import redis
 from prometheus_client import Counter
 
 from governor_core.governor.gates import refused_fields
+from governor_core.hookspecs import SymbolFields
 from governor_core.plans import Plan
 from governor_core.plugins import PluginHost
 from governor_core.redis_io import bulk
@@ -35,6 +38,8 @@ class _BoundPermitHook:
     plugin: str
     call: Callable[[Plan, Mapping[str, str] | None], Any]
     wants_permit: bool = True
+    #: Set when the plugin's batch hook returned :class:`SymbolFields`: no call per plan.
+    by_symbol: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +82,13 @@ class PermitExtensions:
                 contexts[impl.plugin] = context
             else:
                 failed.add(impl.plugin)
+        by_symbol = {plugin: context for plugin, context in contexts.items()
+                     if isinstance(context, SymbolFields)}
         hooks = [_bind(impl.function, impl.argnames, contexts.get(impl.plugin), now, impl.plugin)
-                 for impl in self._permit_impls if impl.plugin not in failed]
+                 for impl in self._permit_impls
+                 if impl.plugin not in failed and impl.plugin not in by_symbol]
+        hooks.extend(_BoundPermitHook(plugin, _no_call, False, fields)
+                     for plugin, fields in by_symbol.items())
         return BatchExtensions(self, hooks)
 
 
@@ -89,12 +99,22 @@ class BatchExtensions:
         self._wants_permit = any(hook.wants_permit for hook in hooks)
         # id(mapping) -> (mapping, refused names, accepted part as PluginFields)
         self._checked: dict[int, tuple[Any, list[str], PluginFields]] = {}
+        #: One plugin whose fields are per symbol, all accepted: a plan costs a lookup.
+        self._per_symbol: dict[str, PluginFields] | None = None
+        if len(hooks) == 1 and hooks[0].by_symbol is not None:
+            checked = {symbol: self._checked_fields(hooks[0].plugin, fields)
+                       for symbol, fields in hooks[0].by_symbol.items() if fields}
+            if not any(refused for _, refused, _ in checked.values()):
+                self._per_symbol = {symbol: accepted
+                                    for symbol, (_, _, accepted) in checked.items()}
 
     def __bool__(self) -> bool:
         return bool(self._hooks)
 
     def extend(self, plan: Plan, permit: Mapping[str, str]) -> PluginFields:
         """Every plugin's accepted fields for this plan; plugins see the core fields only."""
+        if self._per_symbol is not None:
+            return self._per_symbol.get(plan.symbol, NO_FIELDS)
         core = MappingProxyType(dict(permit)) if self._wants_permit else None
         if len(self._hooks) == 1:  # the usual case: one plugin, no merging
             return self._fields(self._hooks[0], plan, core)
@@ -111,16 +131,17 @@ class BatchExtensions:
     def _fields(self, hook: _BoundPermitHook, plan: Plan,
                 core: Mapping[str, str] | None) -> PluginFields:
         """One plugin's accepted fields for one plan (cached per returned mapping)."""
-        try:
-            fields = hook.call(plan, core)
-        except Exception as exc:
-            self._owner.plugins.record_error(hook.plugin, "on_issue_permit", exc)
-            return NO_FIELDS
+        if hook.by_symbol is not None:
+            fields = hook.by_symbol.get(plan.symbol)
+        else:
+            try:
+                fields = hook.call(plan, core)
+            except Exception as exc:
+                self._owner.plugins.record_error(hook.plugin, "on_issue_permit", exc)
+                return NO_FIELDS
         if not fields:
             return NO_FIELDS
-        checked = self._checked.get(id(fields))
-        if checked is None or checked[0] is not fields:
-            checked = self._checked[id(fields)] = self._check(hook.plugin, fields)
+        checked = self._checked_fields(hook.plugin, fields)
         if checked[1]:
             refused = checked[1]
             self._owner.refused.labels(plugin=hook.plugin).inc(len(refused))
@@ -128,6 +149,12 @@ class BatchExtensions:
                         ", ".join(refused),
                         extra={"plugin": hook.plugin, "plan_id": plan.plan_id})
         return checked[2]
+
+    def _checked_fields(self, plugin: str, fields: Any) -> tuple[Any, list[str], PluginFields]:
+        checked = self._checked.get(id(fields))
+        if checked is None or checked[0] is not fields:
+            checked = self._checked[id(fields)] = self._check(plugin, fields)
+        return checked
 
     def _check(self, plugin: str, fields: Any) -> tuple[Any, list[str], PluginFields]:
         if not isinstance(fields, Mapping):
@@ -137,6 +164,10 @@ class BatchExtensions:
                     else fields)
         resp = "".join(bulk(part) for item in accepted.items() for part in item)
         return fields, refused, PluginFields(resp, 2 * len(accepted), (accepted,))
+
+
+def _no_call(plan: Plan, permit: Mapping[str, str] | None) -> None:
+    raise AssertionError("fields per symbol are looked up, not called for")
 
 
 def _bind(function: Callable[..., Any], argnames: Sequence[str], batch: Any, now: float,

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter
 from governor_core import hookimpl
 from governor_core.config import EnvReader
 from governor_core.efficiency import read_efficiencies
+from governor_core.hookspecs import SymbolFields
 from governor_core.metrics import SymbolSeries
 from governor_core.plans import Plan
 from p31_efficiency.formula import (
@@ -49,8 +50,12 @@ class EfficiencyPlugin:
 
     @hookimpl
     def on_permit_batch(self, plans: Sequence[Plan], redis: Any,
-                        now: float) -> dict[str, dict[str, str]] | None:
+                        now: float) -> SymbolFields | None:
         """One hint per symbol of the batch, from one pipelined read.
+
+        The hint depends on the symbol only, so it is returned as
+        :class:`~governor_core.hookspecs.SymbolFields`: the host adds it to every plan of
+        the symbol without calling ``on_issue_permit`` per plan.
 
         ``p32_eff_apply_total`` is counted here, one per plan, because the host calls
         ``on_issue_permit`` for every plan of the batch; counting per symbol keeps the
@@ -63,7 +68,7 @@ class EfficiencyPlugin:
         symbols = sorted(plans_per_symbol)
         readings = read_efficiencies(redis, symbols, now, min_conf=config.min_conf,
                                      stale_sec=config.eff_ttl_sec)
-        hints = {}
+        hints = SymbolFields()
         applied: Tally[tuple[str, str]] = Tally()
         factors = {}
         for symbol, reading in zip(symbols, readings, strict=True):
