@@ -195,8 +195,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plans", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--rate", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=15, help="0: skip throughput")
+    parser.add_argument("--rate", type=int, default=2_000, help="0: skip latency")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--soak", type=int, default=0, help="plans for the RSS soak (0: skip)")
     args = parser.parse_args()
@@ -204,8 +204,10 @@ def main() -> None:
     try:
         print(f"redis-server {server.client().info('server')['redis_version']} on port "
               f"{server.port}; {os.cpu_count()} cores")
-        throughput(server, args.plans, args.rounds)
-        latency(server, args.rate, args.seconds)
+        if args.rounds > 0:
+            throughput(server, args.plans, args.rounds)
+        if args.rate > 0:
+            latency(server, args.rate, args.seconds)
         if args.soak:
             soak(server, args.soak)
     finally:
