@@ -73,9 +73,20 @@ def read_efficiency_values(score_text: str | None, confidence_text: str | None,
     an absent field): the same rules, without building a mapping per symbol."""
     if score_text is None:
         return MISSING
-    score = _unit(score_text)
-    confidence = 0.0 if confidence_text is None else _unit(confidence_text)
-    ts = parse_decimal(ts_text.strip() if isinstance(ts_text, str) else None)
+    return _judge(_parse(score_text, confidence_text, ts_text), now, min_conf, stale_sec)
+
+
+Parsed = tuple[float | None, float | None, float | None]
+
+
+def _parse(score_text: str, confidence_text: str | None, ts_text: str | None) -> Parsed:
+    """The three values as numbers, ``None`` where malformed (the part that needs no clock)."""
+    return (_unit(score_text), 0.0 if confidence_text is None else _unit(confidence_text),
+            parse_decimal(ts_text.strip() if isinstance(ts_text, str) else None))
+
+
+def _judge(parsed: Parsed, now: float, min_conf: float, stale_sec: float) -> EfficiencyReading:
+    score, confidence, ts = parsed
     if score is None or confidence is None or ts is None or ts > now + FUTURE_SKEW_SEC:
         return EfficiencyReading("invalid_eff", score, confidence)
     if now - ts > stale_sec:
@@ -85,23 +96,61 @@ def read_efficiency_values(score_text: str | None, confidence_text: str | None,
     return EfficiencyReading("ok", score, confidence)
 
 
+def _hmget_wire(symbols: list[str]) -> Packed:
+    return Packed("".join([f"*5\r\n$5\r\nHMGET\r\n{bulk(EFFICIENCY_KEY.format(symbol))}"
+                           f"{_HMGET_TAIL}" for symbol in symbols]).encode(), len(symbols))
+
+
 def read_efficiencies(redis: Any, symbols: list[str], now: float, *, min_conf: float,
                       stale_sec: float) -> list[EfficiencyReading]:
     """Every symbol's reading, in order, from one round trip (one ``HMGET`` per symbol).
 
     A failed read gives every symbol :data:`REDIS_ERROR`; a key that is not a hash gives
-    ``invalid_eff``. Both P3.1 plugins read this way.
+    ``invalid_eff``. Both P3.1 plugins read this way (through :class:`EfficiencyReader`).
     """
-    wire = "".join([f"*5\r\n$5\r\nHMGET\r\n{bulk(EFFICIENCY_KEY.format(symbol))}{_HMGET_TAIL}"
-                    for symbol in symbols])
-    try:
-        replies = execute_commands(redis, [Packed(wire.encode(), len(symbols))])
-    except (RedisError, OSError):
-        return [REDIS_ERROR] * len(symbols)
-    return [read_efficiency_values(*reply, now, min_conf, stale_sec)
-            if type(reply) is list and len(reply) == 3
-            else INVALID  # e.g. WRONGTYPE: the key is not a hash
-            for reply in replies]
+    return EfficiencyReader(min_conf=min_conf, stale_sec=stale_sec).read(redis, symbols, now)
+
+
+class EfficiencyReader:
+    """:func:`read_efficiencies` for a plugin that reads again and again (every governor
+    batch, every shadow loop): the same rules and results, with the parsed numbers of each
+    distinct set of field texts remembered between reads.
+
+    Efficiency hashes change every few minutes while the governor reads them every few
+    milliseconds, so almost every read finds texts it has parsed before; only the rules
+    that depend on ``now`` (staleness, future skew, confidence) run each time. At most
+    ``max_entries`` texts are remembered (then the memory starts over).
+    """
+
+    def __init__(self, *, min_conf: float, stale_sec: float,
+                 max_entries: int = 100_000) -> None:
+        self.min_conf, self.stale_sec, self.max_entries = min_conf, stale_sec, max_entries
+        self._parsed: dict[tuple[str | None, ...], Parsed] = {}
+
+    def read(self, redis: Any, symbols: list[str], now: float) -> list[EfficiencyReading]:
+        try:
+            replies = execute_commands(redis, [_hmget_wire(symbols)])
+        except (RedisError, OSError):
+            return [REDIS_ERROR] * len(symbols)
+        memory = self._parsed
+        if len(memory) > self.max_entries:
+            memory.clear()
+        min_conf, stale_sec = self.min_conf, self.stale_sec
+        readings = []
+        append = readings.append
+        for reply in replies:
+            if type(reply) is not list or len(reply) != 3:
+                append(INVALID)  # e.g. WRONGTYPE: the key is not a hash
+                continue
+            texts = tuple(reply)
+            if texts[0] is None:
+                append(MISSING)
+                continue
+            parsed = memory.get(texts)
+            if parsed is None:
+                parsed = memory[texts] = _parse(*texts)
+            append(_judge(parsed, now, min_conf, stale_sec))
+        return readings
 
 
 def fmt4(value: float | None) -> str:

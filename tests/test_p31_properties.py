@@ -145,3 +145,28 @@ def test_wrong_typed_efficiency_key_is_invalid_not_an_exception(fake_redis) -> N
     fields = plugin.on_issue_permit(plan=plan, batch=batch)
     assert fields is not None
     assert (fields["eff_reason"], fields["eff_action"]) == ("invalid_eff", "NONE")
+
+
+@given(st.lists(hashes, min_size=1, max_size=6),
+       st.lists(st.floats(min_value=NOW - 20_000, max_value=NOW + 20_000), min_size=2,
+                max_size=4),
+       st.sampled_from([1, 1000]))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_remembering_reader_matches_the_rules_at_every_now(
+        contents: list[dict[str, str] | None], nows: list[float], max_entries: int) -> None:
+    """EfficiencyReader keeps parsed numbers between reads; its readings must still be those
+    of the pure rules for each read's own ``now`` (nothing clock-dependent remembered)."""
+    from governor_core.efficiency import EfficiencyReader, read_efficiency
+
+    client = fakeredis.FakeRedis(decode_responses=True)
+    symbols = [f"S{i}USDT" for i in range(len(contents))]
+    for symbol, fields in zip(symbols, contents, strict=True):
+        if fields:
+            client.hset(f"quantum:capital:efficiency:{symbol}", mapping=fields)
+    reader = EfficiencyReader(min_conf=CONFIG.min_conf, stale_sec=CONFIG.eff_ttl_sec,
+                              max_entries=max_entries)
+    for now in nows:
+        expected = [read_efficiency(client.hgetall(f"quantum:capital:efficiency:{symbol}"),
+                                    now, min_conf=CONFIG.min_conf,
+                                    stale_sec=CONFIG.eff_ttl_sec) for symbol in symbols]
+        assert reader.read(client, symbols, now) == expected

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from governor_core import hookimpl
 from governor_core.allocation.model import AllocationTick
 from governor_core.config import EnvReader
-from governor_core.efficiency import REASONS, EfficiencyReading, read_efficiencies
+from governor_core.efficiency import REASONS, EfficiencyReader, EfficiencyReading
 from governor_core.metrics import SymbolSeries
 from governor_core.redis_io import CommandStream, Packed
 from p29_shadow.formula import ProposalWriter, ShadowConfig, shadow_multiplier
@@ -76,6 +76,7 @@ class ShadowProposerPlugin:
             return
         config = ShadowConfig.from_env(EnvReader(env))
         self.metrics = ShadowMetrics(registry)
+        self.reader = EfficiencyReader(min_conf=config.min_conf, stale_sec=config.stale_sec)
         self.config = config
         self._last_run = None
 
@@ -86,8 +87,7 @@ class ShadowProposerPlugin:
             return
         self._last_run = now
         symbols = [target.symbol for target in tick.targets]
-        readings = read_efficiencies(redis, symbols, now, min_conf=config.min_conf,
-                                     stale_sec=config.stale_sec)
+        readings = self.reader.read(redis, symbols, now)
         writer = ProposalWriter(config, int(now))
         multipliers = [shadow_multiplier(reading, config) for reading in readings]
         # One round trip, sent in chunks: Redis applies one while the next is encoded.

@@ -14,16 +14,20 @@ from prometheus_client import CollectorRegistry, Counter
 
 from governor_core import hookimpl
 from governor_core.config import EnvReader
-from governor_core.efficiency import read_efficiencies
+from governor_core.efficiency import EfficiencyReader, EfficiencyReading
 from governor_core.hookspecs import SymbolFields
 from governor_core.metrics import SymbolSeries
 from governor_core.plans import Plan
 from p31_efficiency.formula import (
     PERMIT_FIELDS,
+    DownsizeHint,
     EfficiencyConfig,
     downsize_hint,
     hint_fields,
 )
+
+#: Distinct readings whose hint is kept between batches (then the memory starts over).
+MAX_KNOWN_HINTS = 10_000
 
 
 class EfficiencyPlugin:
@@ -38,6 +42,11 @@ class EfficiencyPlugin:
             # (``quantum-governor demo``, ``plugins``), and the governor's must stay active.
             return
         self.config = EfficiencyConfig.from_env(EnvReader(env))
+        self.reader = EfficiencyReader(min_conf=self.config.min_conf,
+                                       stale_sec=self.config.eff_ttl_sec)
+        # A reading's hint and fields, kept between batches: the same mapping object for
+        # the same reading lets the host reuse its check and encoding of it.
+        self._hints: dict[EfficiencyReading, tuple[DownsizeHint, dict[str, str]]] = {}
         self.applied = Counter("p32_eff_apply_total",
                                "P3.1 efficiency hints applied to permits",
                                ["action", "reason"], registry=registry)
@@ -66,16 +75,21 @@ class EfficiencyPlugin:
             return None
         plans_per_symbol = Tally(plan.symbol for plan in plans)
         symbols = sorted(plans_per_symbol)
-        readings = read_efficiencies(redis, symbols, now, min_conf=config.min_conf,
-                                     stale_sec=config.eff_ttl_sec)
+        readings = self.reader.read(redis, symbols, now)
         hints = SymbolFields()
         applied: Tally[tuple[str, str]] = Tally()
         factors = {}
+        known = self._hints
+        if len(known) > MAX_KNOWN_HINTS:
+            known.clear()
         for symbol, reading in zip(symbols, readings, strict=True):
-            hint = downsize_hint(reading, config)
+            entry = known.get(reading)
+            if entry is None:
+                hint = downsize_hint(reading, config)
+                entry = known[reading] = (hint, hint_fields(reading, hint))
+            hint, hints[symbol] = entry
             factors[symbol] = hint.factor
             applied[hint.action, hint.reason] += plans_per_symbol[symbol]
-            hints[symbol] = hint_fields(reading, hint)
         for (action, reason), count in applied.items():
             self.applied.labels(action=action, reason=reason).inc(count)
         self.factor.update(factors)
