@@ -11,7 +11,7 @@
 3. ``--soak N``: RSS of the real governor process sampled while it issues N permits, and
    Redis memory before and after (permit TTLs and capped streams keep it bounded).
 
-Run: ``.venv/bin/python bench/bench_governor.py [--plans 20000] [--rounds 15] [--rate 2000]``
+Run: ``.venv/bin/python bench/bench_governor.py [--plans 5000] [--rounds 41] [--rate 2000]``
 """
 
 from __future__ import annotations
@@ -194,8 +194,8 @@ def soak(server: RedisServer, total: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--plans", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=15, help="0: skip throughput")
+    parser.add_argument("--plans", type=int, default=5_000)
+    parser.add_argument("--rounds", type=int, default=41, help="0: skip throughput")
     parser.add_argument("--rate", type=int, default=2_000, help="0: skip latency")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--soak", type=int, default=0, help="plans for the RSS soak (0: skip)")
