@@ -8,8 +8,9 @@ applies the previous one's writes (see :meth:`GovernorService.step`).
 Each plan's permit is written by a Lua script (one call per :data:`WRITE_CHUNK` plans)
 that, atomically, skips a plan whose permit already exists, writes the permit hash (core
 and plugin fields) with its TTL, appends the core fields to the capped
-``quantum:stream:permit.issued`` and acknowledges the plan. (The stream entry leaves the plugin fields out: they would double the plugin's Redis cost, and
-the stream is the durable record of the decision, which plugins never change.)
+``quantum:stream:permit.issued`` and acknowledges the plan. (The stream entry leaves the
+plugin fields out: they would double the plugin's Redis cost, and the stream is the
+durable record of the decision, which plugins never change.)
 
 So a plan is acknowledged only once its permit exists, a plan delivered twice (a producer
 retry, or a crashed consumer's entry claimed by another governor) gets exactly one permit,
