@@ -96,9 +96,8 @@ def _judge(parsed: Parsed, now: float, min_conf: float, stale_sec: float) -> Eff
     return EfficiencyReading("ok", score, confidence)
 
 
-def _hmget_wire(symbols: list[str]) -> Packed:
-    return Packed("".join([f"*5\r\n$5\r\nHMGET\r\n{bulk(EFFICIENCY_KEY.format(symbol))}"
-                           f"{_HMGET_TAIL}" for symbol in symbols]).encode(), len(symbols))
+def _hmget(symbol: str) -> str:
+    return f"*5\r\n$5\r\nHMGET\r\n{bulk(EFFICIENCY_KEY.format(symbol))}{_HMGET_TAIL}"
 
 
 def read_efficiencies(redis: Any, symbols: list[str], now: float, *, min_conf: float,
@@ -126,15 +125,19 @@ class EfficiencyReader:
                  max_entries: int = 100_000) -> None:
         self.min_conf, self.stale_sec, self.max_entries = min_conf, stale_sec, max_entries
         self._parsed: dict[tuple[str | None, ...], Parsed] = {}
+        self._commands: dict[str, str] = {}  # symbol -> its HMGET, encoded
 
     def read(self, redis: Any, symbols: list[str], now: float) -> list[EfficiencyReading]:
+        memory, commands = self._parsed, self._commands
+        if len(memory) > self.max_entries or len(commands) > self.max_entries:
+            memory.clear()
+            commands.clear()
+        wire = "".join([commands.get(symbol) or commands.setdefault(symbol, _hmget(symbol))
+                        for symbol in symbols])
         try:
-            replies = execute_commands(redis, [_hmget_wire(symbols)])
+            replies = execute_commands(redis, [Packed(wire.encode(), len(symbols))])
         except (RedisError, OSError):
             return [REDIS_ERROR] * len(symbols)
-        memory = self._parsed
-        if len(memory) > self.max_entries:
-            memory.clear()
         min_conf, stale_sec = self.min_conf, self.stale_sec
         readings = []
         append = readings.append

@@ -6,9 +6,9 @@ and a returned mapping is checked and encoded to RESP once per batch (plugins us
 return one shared mapping per symbol; the cache is keyed by identity, and the batch
 contexts keep those mappings alive while the batch lasts). A plugin whose batch hook
 returned :class:`~governor_core.hookspecs.SymbolFields` is not called per plan at all: its
-fields are looked up by symbol. The host splices the encoded
-fields into the permit's write as they are; the core fields a plugin sees are a read-only
-view, built only for implementations that ask for ``permit``.
+fields are looked up by symbol. The host splices the encoded fields into the permit's
+write as they are; the core fields a plugin sees are a read-only view, built only for
+implementations that ask for ``permit``.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ _PERMIT_ARGS = ("plan", "permit", "batch", "now")
 @dataclass(frozen=True, slots=True)
 class _BoundPermitHook:
     plugin: str
-    call: Callable[[Plan, Mapping[str, str] | None], Any]
+    #: None when the plugin's batch hook returned :class:`SymbolFields` (``by_symbol``):
+    #: its fields are looked up, not called for.
+    call: Callable[[Plan, Mapping[str, str] | None], Any] | None
     wants_permit: bool = True
-    #: Set when the plugin's batch hook returned :class:`SymbolFields`: no call per plan.
     by_symbol: Mapping[str, Any] | None = None
 
 
@@ -87,7 +88,7 @@ class PermitExtensions:
         hooks = [_bind(impl.function, impl.argnames, contexts.get(impl.plugin), now, impl.plugin)
                  for impl in self._permit_impls
                  if impl.plugin not in failed and impl.plugin not in by_symbol]
-        hooks.extend(_BoundPermitHook(plugin, _no_call, False, fields)
+        hooks.extend(_BoundPermitHook(plugin, None, False, fields)
                      for plugin, fields in by_symbol.items())
         return BatchExtensions(self, hooks)
 
@@ -131,8 +132,8 @@ class BatchExtensions:
     def _fields(self, hook: _BoundPermitHook, plan: Plan,
                 core: Mapping[str, str] | None) -> PluginFields:
         """One plugin's accepted fields for one plan (cached per returned mapping)."""
-        if hook.by_symbol is not None:
-            fields = hook.by_symbol.get(plan.symbol)
+        if hook.call is None:
+            fields = hook.by_symbol.get(plan.symbol) if hook.by_symbol else None
         else:
             try:
                 fields = hook.call(plan, core)
@@ -164,10 +165,6 @@ class BatchExtensions:
                     else fields)
         resp = "".join(bulk(part) for item in accepted.items() for part in item)
         return fields, refused, PluginFields(resp, 2 * len(accepted), (accepted,))
-
-
-def _no_call(plan: Plan, permit: Mapping[str, str] | None) -> None:
-    raise AssertionError("fields per symbol are looked up, not called for")
 
 
 def _bind(function: Callable[..., Any], argnames: Sequence[str], batch: Any, now: float,
