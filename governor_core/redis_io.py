@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +120,14 @@ def bulk(value: str) -> str:
     """One argument in RESP, as text (``$<bytes>\r\n<value>\r\n``)."""
     size = len(value) if value.isascii() else len(value.encode())
     return f"${size}\r\n{value}\r\n"
+
+
+def bulk_column(values: Sequence[str]) -> list[str]:
+    """``[bulk(v) for v in values]``; for an ASCII column (symbols, keys, numbers) without a
+    Python call per value."""
+    if "".join(values).isascii():
+        return [f"${len(value)}\r\n{value}\r\n" for value in values]
+    return list(map(bulk, values))
 
 
 Command = tuple[str | int | float, ...]

@@ -12,13 +12,22 @@ import math
 
 import hiredis
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from p29_shadow.formula import ProposalWriter, ShadowConfig, proposal_fields, propose
+from p29_shadow.formula import ShadowConfig, proposal_chunks, proposal_fields, propose
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from governor_core.allocation.inputs import Listing, _decimal_column, parse_values
 from governor_core.allocation.model import AllocationTarget, AllocationTick
-from governor_core.allocation.publish import TARGET_FIELDS, publish_commands
+from governor_core.allocation.publish import (
+    DECISION_STREAM,
+    TARGET_FIELDS,
+    decision_fields,
+    fmt_usd,
+    fmt_usd_column,
+    publish_chunks,
+    publish_commands,
+)
 from governor_core.efficiency import EfficiencyReading
 from governor_core.metrics import SymbolSeries
 from governor_core.plans import _DECIMAL, parse_decimal
@@ -76,22 +85,125 @@ def test_allocation_writes_decode_to_the_documented_fields(mode):
         assert expire == ("EXPIRE", "quantum:allocation:target:ETHUSDT", "300")
 
 
-@pytest.mark.parametrize("reading", [
-    EfficiencyReading("ok", 0.9, 0.8), EfficiencyReading("stale_eff", 0.2, 0.9, True),
-    EfficiencyReading("missing_eff"), EfficiencyReading("invalid_eff", None, 0.7)])
-def test_shadow_writes_decode_to_the_proposal_fields(reading):
+READINGS = [EfficiencyReading("ok", 0.9, 0.8), EfficiencyReading("stale_eff", 0.2, 0.9, True),
+            EfficiencyReading("missing_eff"), EfficiencyReading("invalid_eff", None, 0.7),
+            EfficiencyReading("ok", 0.0, 1.0)]
+
+
+@given(st.lists(st.tuples(st.sampled_from(READINGS),
+                          st.floats(min_value=0, max_value=1e12, allow_nan=False)),
+                min_size=1, max_size=12),
+       st.integers(min_value=1, max_value=5))
+def test_shadow_writes_decode_to_the_proposal_fields(rows, chunk):
     config = ShadowConfig(stream="quantum:stream:prop{x}", stream_maxlen=500, key_ttl_sec=60)
-    writer = ProposalWriter(config, int(NOW))
-    proposal = propose(1234.5, reading, config)
-    packed = writer.commands("BTCUSDT", 1234.5, proposal.multiplier, reading)
-    xadd, hset, expire = [command for p in packed for command in p.commands()]
-    fields = proposal_fields("BTCUSDT", 1234.5, proposal, reading, int(NOW))
-    assert xadd[:6] == ("XADD", "quantum:stream:prop{x}", "MAXLEN", "~", "500", "*")
-    assert dict(zip(xadd[6::2], xadd[7::2], strict=True)) == fields
-    assert hset[:2] == ("HSET", "quantum:allocation:target:proposed:BTCUSDT")
-    assert dict(zip(hset[2::2], hset[3::2], strict=True)) == {
-        **fields, "last_update_ts_epoch": str(int(NOW))}
-    assert expire == ("EXPIRE", "quantum:allocation:target:proposed:BTCUSDT", "60")
+    symbols = [f"S{index}USDT" for index in range(len(rows))]
+    readings = [reading for reading, _ in rows]
+    targets = [target for _, target in rows]
+    proposals = [propose(target, reading, config) for reading, target in rows]
+    chunks = list(proposal_chunks(config, int(NOW), symbols, targets,
+                                  [p.multiplier for p in proposals], readings, chunk))
+    assert len(chunks) == -(-len(rows) // chunk)
+    commands = [command for packed in chunks for command in packed.commands()]
+    assert len(commands) == 3 * len(rows)
+    for index, (symbol, (reading, target), proposal) in enumerate(zip(
+            symbols, rows, proposals, strict=True)):
+        xadd, hset, expire = commands[3 * index:3 * index + 3]
+        fields = proposal_fields(symbol, target, proposal, reading, int(NOW))
+        assert xadd[:6] == ("XADD", "quantum:stream:prop{x}", "MAXLEN", "~", "500", "*")
+        assert dict(zip(xadd[6::2], xadd[7::2], strict=True)) == fields
+        assert list(xadd[6::2]) == list(fields)  # in the documented order
+        assert hset[:2] == ("HSET", f"quantum:allocation:target:proposed:{symbol}")
+        assert dict(zip(hset[2::2], hset[3::2], strict=True)) == {
+            **fields, "last_update_ts_epoch": str(int(NOW))}
+        assert expire == ("EXPIRE", f"quantum:allocation:target:proposed:{symbol}", "60")
+
+
+_AMOUNTS = st.one_of(st.floats(min_value=0, max_value=1e13, allow_nan=False),
+                     st.sampled_from([0.0, -0.0, 1e-9, -1e-9, 20914.75, 123.456789015]))
+
+
+@given(st.lists(st.tuples(st.sampled_from(["majors", "alts", "mäjörs-€", "a b"]), _AMOUNTS,
+                          _AMOUNTS, st.booleans(), st.floats(0, 1), st.sampled_from(
+                              [(), ("alpha",), ("budget",), ("regime", "cluster_stress")])),
+                min_size=1, max_size=9),
+       st.sampled_from(["shadow", "enforce"]), st.integers(min_value=1, max_value=4))
+def test_column_encoding_equals_the_plain_decision_fields(rows, mode, chunk):
+    targets = tuple(
+        AllocationTarget(f"S{index}USDT", cluster, usd * 1.5, "CHOP", 0.6, 0.75, "HIGH", 0.4,
+                         0.5, raw, capped, scale, usd, usd / 1e6, 0.7, fallbacks)
+        for index, (cluster, usd, raw, capped, scale, fallbacks) in enumerate(rows))
+    tick = AllocationTick(NOW + 0.25, mode, 1e6, 0.12, targets, 4e5, 6e5)
+    chunks = list(publish_chunks(tick, stream_maxlen=100, target_ttl_sec=300,
+                                 chunk_symbols=chunk))
+    assert len(chunks) == -(-len(targets) // chunk)
+    commands = [command for packed in chunks for command in packed.commands()]
+    per_symbol = 3 if mode == "enforce" else 1
+    assert len(commands) == per_symbol * len(targets)
+    for index, target in enumerate(targets):
+        entry = commands[per_symbol * index]
+        fields = decision_fields(tick, target)
+        assert entry[:6] == ("XADD", DECISION_STREAM, "MAXLEN", "~", "100", "*")
+        assert list(zip(entry[6::2], entry[7::2], strict=True)) == list(fields.items())
+        if mode == "enforce":
+            key = f"quantum:allocation:target:{target.symbol}"
+            assert commands[3 * index + 1] == ("HSET", key, *[
+                item for name in TARGET_FIELDS for item in (name, fields[name])])
+            assert commands[3 * index + 2] == ("EXPIRE", key, "300")
+
+
+@given(st.lists(_AMOUNTS, max_size=20))
+def test_usd_column_equals_fmt_usd(values):
+    assert fmt_usd_column(values) == [fmt_usd(value) for value in values]
+
+
+_TEXTS = st.one_of(st.from_regex(r"[0-9]{1,6}(\.[0-9]{0,4})?", fullmatch=True),
+                   st.sampled_from(["", ".", "1.2.3", " 5", "-1", "1e3", "inf", "nan",
+                                    "9" * 400, "٣", "+2", "7."]), st.none())
+
+
+@given(st.lists(_TEXTS, max_size=12))
+def test_decimal_column_equals_parse_decimal_or_declines(texts):
+    values = _decimal_column(texts)
+    if values is not None:
+        assert values == [parse_decimal(text) for text in texts]
+    elif all(isinstance(t, str) and t.isascii() and t.isdigit() and len(t) < 300
+             for t in texts):
+        pytest.fail("a column of plain integers must take the column path")
+
+
+_PLAIN = st.from_regex(r"[0-9]{1,6}(\.[0-9]{0,4})?", fullmatch=True)
+
+
+# Mostly plain columns (the column path), sometimes one odd value (the per-symbol path).
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.one_of(_PLAIN, _PLAIN, _PLAIN, _TEXTS,
+                                    st.just(ValueError("WRONGTYPE"))),
+                          _TEXTS, st.one_of(st.floats(-100, 100), st.floats(-100, 100),
+                                            st.none())), max_size=10))
+def test_budget_judgement_is_the_same_rule_per_symbol(rows):
+    symbols = tuple(f"S{index}USDT" for index in range(len(rows)))
+    replies = []
+    for budget, ts_text, age in rows:
+        if isinstance(budget, Exception):
+            replies.append(budget)
+        else:
+            replies.append([budget, str(NOW - age) if age is not None else ts_text])
+    listing = Listing(1e6, 0.0, None, "TREND", symbols, symbols, symbols, ())
+    snapshot = parse_values(listing, [*replies, *[None] * len(symbols)], NOW, 60.0)
+    expected, fallbacks = [], []
+    for symbol, reply in zip(symbols, replies, strict=True):
+        texts = reply if isinstance(reply, list) else [None, None]
+        budget = parse_decimal(texts[0].strip() if isinstance(texts[0], str) else None)
+        stamp = parse_decimal(texts[1].strip() if isinstance(texts[1], str) else None)
+        if budget is None:
+            fallbacks.append(("budget", symbol))
+            continue
+        fresh = stamp is not None and -30.0 <= NOW - stamp <= 60.0
+        if not fresh:
+            fallbacks.append(("budget", symbol))
+        expected.append((symbol, symbol, budget, fresh))
+    assert [tuple(item) for item in snapshot.symbols] == expected
+    assert [f for f in snapshot.fallbacks if f[0] == "budget"] == fallbacks
 
 
 def _regex_only(text: str) -> float | None:

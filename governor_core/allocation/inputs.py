@@ -1,35 +1,42 @@
-"""Reading one cycle's inputs in one Redis round trip, and judging them (SPEC 4 fallbacks).
+"""Reading one cycle's inputs in two Redis round trips, and judging them (SPEC 4 fallbacks).
 
-Round trips: exactly one per cycle, whatever the number of symbols. The symbols are "those
-with a budget key", and listing keys by pattern from the client costs one ``SCAN`` round trip
-per ``COUNT`` keys, which grows with the keyspace. Instead a small Lua script lists the keys
-inside Redis (``KEYS``; a ``SCAN`` loop if ``KEYS`` is renamed away) and returns every budget
-hash's ``budget_usd``/``timestamp`` and every cluster stress hash's
-``stress``/``alpha``/``timestamp`` as two flat arrays. It is sent in the same pipeline as
-the portfolio ``HGETALL``, the regime ``XREVRANGE … COUNT 1`` and the cluster map ``HGETALL``
-(and a ``SCRIPT LOAD`` first, so a flushed script cache never costs an extra trip).
+Round trips: exactly two per cycle, whatever the number of symbols.
 
-The price, stated plainly: the script walks the whole keyspace server-side (O(keys) work,
-about 6 ms per pattern per 4·10⁴ keys measured here), and Redis serves no other client
-meanwhile. ``KEYS`` rather than a ``SCAN`` loop, because inside a script both block the
-server for the whole walk and ``KEYS`` does it in one pass; flat arrays rather than a row
-per key, because converting 10⁴ small Lua tables was half of the script's time. For the
-sizes this service targets (10⁴ symbols) the read is about 40 ms; a platform with a much
-larger keyspace should put the allocation inputs in their own Redis database.
+1. **What exists**: the symbols are "those with a budget key", and listing keys by pattern
+   from the client costs one ``SCAN`` round trip per ``COUNT`` keys, which grows with the
+   keyspace. Instead a small Lua script lists them inside Redis (``KEYS``; a ``SCAN`` loop if
+   ``KEYS`` is renamed away). It goes in one pipeline with the portfolio ``HGETALL``, the
+   regime ``XREVRANGE … COUNT 1`` and the cluster map ``HGETALL`` (and a ``SCRIPT LOAD``
+   first, so a flushed script cache never costs an extra trip).
+2. **Their values**: one pipeline of ``HMGET``, a ``budget_usd``/``timestamp`` per budgeted
+   symbol and a ``stress``/``alpha``/``timestamp`` per cluster those symbols map to. Skipped
+   when the portfolio already decided that the cycle is skipped.
 
-:func:`parse_snapshot` is pure: replies + ``now`` → formula inputs, with every fallback named.
+The price, stated plainly: the listing walks the whole keyspace server-side (O(keys) work,
+about 6 ms per 4·10⁴ keys measured here), and Redis serves no other client meanwhile.
+``KEYS`` rather than a ``SCAN`` loop, because inside a script both block the server for the
+whole walk and ``KEYS`` does it in one pass. A platform with a much larger keyspace should
+put the allocation inputs in their own Redis database. (An earlier version read the values
+inside the script as well, in one round trip: the Lua calls and tables cost Redis twice what
+the second round trip does, and it walked the keyspace a second time for the cluster stress
+keys, which round trip 2 reads by name.)
+
+A key deleted between the two round trips reads as missing, the fallback it would get a
+moment later. :func:`parse_listing` and :func:`parse_values` are pure: replies + ``now`` →
+formula inputs, with every fallback named.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from governor_core.allocation.formula import REGIMES, ClusterInput, SymbolInput
 from governor_core.plans import parse_decimal, parse_signed_decimal
-from governor_core.redis_io import Command
+from governor_core.redis_io import Command, Packed, bulk_column
 
 PORTFOLIO_KEY = "quantum:state:portfolio"
 BUDGET_PREFIX = "quantum:portfolio:budget:"
@@ -45,53 +52,53 @@ SCAN_COUNT = 1000
 BUDGET_FIELDS = ("budget_usd", "timestamp")
 STRESS_FIELDS = ("stress", "alpha", "timestamp")
 
-# ARGV: budget pattern, stress pattern, SCAN COUNT. Returns {budget rows, stress rows}, each
-# flat: key, then its HMGET values (false for a missing field), key, values… A key that is
-# not a hash gives false for every value.
-SNAPSHOT_SCRIPT = """
-local function list(pattern)
-  local ok, keys = pcall(redis.call, 'KEYS', pattern)
-  if ok then return keys end
-  keys = {}
-  local cursor = '0'
-  repeat
-    local page = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', ARGV[3])
-    cursor = page[1]
-    for _, key in ipairs(page[2]) do keys[#keys + 1] = key end
-  until cursor == '0'
-  return keys
-end
-local fields = {{'budget_usd', 'timestamp'}, {'stress', 'alpha', 'timestamp'}}
-local out = {}
-for p = 1, 2 do
-  local names, width = fields[p], #fields[p]
-  local rows, n = {}, 0
-  for _, key in ipairs(list(ARGV[p])) do
-    local values = redis.pcall('HMGET', key, unpack(names))
-    rows[n + 1] = key
-    local ok = type(values) == 'table' and not values.err
-    for i = 1, width do rows[n + 1 + i] = ok and values[i] or false end
-    n = n + 1 + width
-  end
-  out[p] = rows
-end
-return out
+# ARGV: pattern, SCAN COUNT. Returns the keys matching the pattern.
+LIST_SCRIPT = """
+local ok, keys = pcall(redis.call, 'KEYS', ARGV[1])
+if ok then return keys end
+keys = {}
+local cursor = '0'
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', ARGV[2])
+  cursor = page[1]
+  for _, key in ipairs(page[2]) do keys[#keys + 1] = key end
+until cursor == '0'
+return keys
 """
-SNAPSHOT_SHA = hashlib.sha1(SNAPSHOT_SCRIPT.encode()).hexdigest()
+LIST_SHA = hashlib.sha1(LIST_SCRIPT.encode()).hexdigest()
 
 
-def snapshot_commands(read_cluster_map: bool) -> list[Command]:
-    """The one pipeline a cycle reads with; replies go to :func:`parse_snapshot` (minus
-    the first, the ``SCRIPT LOAD``)."""
+def listing_commands(read_cluster_map: bool) -> list[Command]:
+    """Round trip 1; its replies go to :func:`parse_listing` (minus the first, the
+    ``SCRIPT LOAD``)."""
     commands: list[Command] = [
-        ("SCRIPT", "LOAD", SNAPSHOT_SCRIPT),
-        ("EVALSHA", SNAPSHOT_SHA, "0", BUDGET_PREFIX + "*", STRESS_PREFIX + "*", SCAN_COUNT),
+        ("SCRIPT", "LOAD", LIST_SCRIPT),
+        ("EVALSHA", LIST_SHA, "0", BUDGET_PREFIX + "*", SCAN_COUNT),
         ("HGETALL", PORTFOLIO_KEY),
         ("XREVRANGE", REGIME_STREAM, "+", "-", "COUNT", "1"),
     ]
     if read_cluster_map:
         commands.append(("HGETALL", CLUSTER_MAP_KEY))
     return commands
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """What round trip 1 found. ``portfolio_problem`` set means: skip the cycle.
+
+    ``symbols`` are the budgeted symbols in order, ``clusters`` each one's cluster (its own
+    name where unmapped), ``stress_clusters`` the distinct clusters, sorted, ``unmapped``
+    the symbols without a mapping.
+    """
+
+    equity_usd: float
+    drawdown: float
+    portfolio_problem: str | None
+    regime: str | None
+    symbols: tuple[str, ...]
+    clusters: tuple[str, ...]
+    stress_clusters: tuple[str, ...]
+    unmapped: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,19 +121,14 @@ class Snapshot:
 
 
 def _field(reply: object, name: str) -> str | None:
-    if isinstance(reply, Mapping):
-        value = reply.get(name)
-    elif isinstance(reply, list):  # a raw HGETALL reply: field, value, field, value…
-        value = dict(zip(reply[::2], reply[1::2], strict=False)).get(name)
-    else:
-        return None
+    value = _as_map(reply).get(name)
     return value.strip() if isinstance(value, str) else None
 
 
 def _as_map(reply: object) -> dict[str, str]:
     if isinstance(reply, Mapping):
         return dict(reply)
-    if isinstance(reply, list):
+    if isinstance(reply, list):  # a raw HGETALL reply: field, value, field, value…
         return dict(zip(reply[::2], reply[1::2], strict=False))
     return {}
 
@@ -136,28 +138,19 @@ def _fresh(ts_text: str | None, now: float, stale_sec: float) -> bool:
     return ts is not None and -FUTURE_SKEW_SEC <= now - ts <= stale_sec
 
 
-def _rows(flat: object, width: int) -> zip:
-    """A flat script reply (key, value, value…) as rows of ``width``; malformed → none."""
-    if not isinstance(flat, list) or len(flat) % width:
-        return zip()
-    return zip(*[flat[i::width] for i in range(width)], strict=True)
-
-
 def _text(value: object) -> str | None:
     return value.strip() if isinstance(value, str) else None
 
 
-def parse_snapshot(replies: Sequence[object], now: float, stale_sec: float,
-                   cluster_map: Mapping[str, str] | None) -> Snapshot:
-    """Judge the replies of :func:`snapshot_commands` (without the ``SCRIPT LOAD`` reply).
+def parse_listing(replies: Sequence[object], now: float, stale_sec: float,
+                  cluster_map: Mapping[str, str] | None) -> Listing:
+    """Judge the replies of :func:`listing_commands` (without the ``SCRIPT LOAD`` reply).
 
     A reply that is an error (e.g. a key of the wrong type) counts as that input missing.
     """
-    scanned, portfolio, regime_reply = replies[0], replies[1], replies[2]
+    keys, portfolio, regime_reply = replies[0], replies[1], replies[2]
     if cluster_map is None:
         cluster_map = _as_map(replies[3]) if len(replies) > 3 else {}
-    fallbacks: list[tuple[str, str]] = []
-
     equity = parse_decimal(_field(portfolio, "equity_usd"))
     drawdown = parse_decimal(_field(portfolio, "drawdown"))
     problem = None
@@ -167,42 +160,91 @@ def parse_snapshot(replies: Sequence[object], now: float, stale_sec: float,
         problem = "malformed"
     elif not _fresh(_field(portfolio, "timestamp"), now, stale_sec):
         problem = "stale"
-    if problem:
-        fallbacks.append(("portfolio", problem))
 
-    regime = _regime(regime_reply, now, stale_sec)
-    if regime is None:
-        fallbacks.append(("regime", "-"))
-
-    budget_rows, stress_rows = (scanned if isinstance(scanned, list) and len(scanned) == 2
-                                else ([], []))
-    symbols, unmapped = [], []
     prefix = len(BUDGET_PREFIX)
-    width = len(BUDGET_FIELDS) + 1
-    for key, budget_text, ts_text in _rows(budget_rows, width):
-        symbol = key[prefix:]
-        if not SYMBOL_RE.fullmatch(symbol):
-            continue
-        budget = parse_decimal(_text(budget_text))
-        if budget is None or budget < 0:
-            fallbacks.append(("budget", symbol))
-            continue
-        fresh = _fresh(_text(ts_text), now, stale_sec)
-        if not fresh:
-            fallbacks.append(("budget", symbol))
-        cluster = cluster_map.get(symbol)
-        if not cluster:
-            unmapped.append(symbol)
-            cluster = symbol
-        symbols.append(SymbolInput(symbol, cluster, budget, fresh))
-    symbols.sort(key=lambda item: item.symbol)
+    names = sorted(key[prefix:] for key in keys if isinstance(key, str)) if isinstance(
+        keys, list) else []
+    fullmatch = SYMBOL_RE.fullmatch
+    symbols = [name for name in names if fullmatch(name)]
+    get = cluster_map.get
+    clusters = [get(symbol) or symbol for symbol in symbols]
+    unmapped = tuple(symbol for symbol in symbols if not get(symbol))
+    return Listing(equity or 0.0, drawdown or 0.0, problem,
+                   _regime(regime_reply, now, stale_sec), tuple(symbols), tuple(clusters),
+                   tuple(sorted(set(clusters))), unmapped)
 
-    prefix = len(STRESS_PREFIX)
-    stresses = {key[prefix:]: [_text(value) for value in values]
-                for key, *values in _rows(stress_rows, len(STRESS_FIELDS) + 1)}
+
+class ValueCommands:
+    """Round trip 2 for a :class:`Listing`: ``HMGET`` per budget and per cluster stress key.
+
+    Budgeted symbols barely change from one cycle to the next, so each key's command is
+    encoded once and remembered (at most ``max_entries``; then the memory starts over).
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._budgets: dict[str, str] = {}
+        self._stresses: dict[str, str] = {}
+
+    def commands(self, listing: Listing) -> list[Packed]:
+        budgets = self._encoded(self._budgets, listing.symbols, BUDGET_PREFIX, BUDGET_FIELDS)
+        stresses = self._encoded(self._stresses, listing.stress_clusters, STRESS_PREFIX,
+                                 STRESS_FIELDS)
+        return [Packed(budgets.encode(), len(listing.symbols)),
+                Packed(stresses.encode(), len(listing.stress_clusters))]
+
+    def _encoded(self, memory: dict[str, str], names: Sequence[str], prefix: str,
+                 fields: tuple[str, ...]) -> str:
+        if len(memory) > self.max_entries:
+            memory.clear()
+        missing = [name for name in names if name not in memory]
+        if missing:
+            head = f"*{2 + len(fields)}\r\n$5\r\nHMGET\r\n"
+            tail = "".join(bulk_column(fields))
+            keys = bulk_column([prefix + name for name in missing])
+            memory.update(zip(missing, [f"{head}{key}{tail}" for key in keys], strict=True))
+        return "".join(map(memory.__getitem__, names))
+
+
+def _decimal_column(texts: Sequence[object]) -> list[float] | None:
+    """``[parse_decimal(t) for t in texts]`` when every text is a plain decimal ("123.45"),
+    checked and converted a column at a time; ``None`` when any is not (the caller then
+    judges one by one)."""
+    try:
+        joined = "\n".join(texts)  # type: ignore[arg-type]  # TypeError on a non-string
+        if not (joined.isascii() and joined.replace(".", "").replace("\n", "").isdigit()):
+            return None if texts else []
+        values = list(map(float, texts))  # ValueError on "", "." or two dots
+    except (TypeError, ValueError):
+        return None
+    return values if math.isfinite(sum(values)) else None
+
+
+def parse_values(listing: Listing, replies: Sequence[object], now: float,
+                 stale_sec: float) -> Snapshot:
+    """Judge round trip 2's replies (budgets, then stresses, as :class:`ValueCommands`
+    sends them) into the formula's inputs, naming every fallback.
+
+    A listing with a portfolio problem skips the cycle: round trip 2 is not made, and the
+    snapshot has no symbols and only the portfolio and regime fallbacks (``replies`` is
+    ignored).
+    """
+    fallbacks: list[tuple[str, str]] = []
+    if listing.regime is None:
+        fallbacks.append(("regime", "-"))
+    if listing.portfolio_problem:
+        return Snapshot(listing.equity_usd, listing.drawdown, listing.portfolio_problem,
+                        listing.regime, (), {}, listing.unmapped,
+                        (("portfolio", listing.portfolio_problem), *fallbacks))
+    count = len(listing.symbols)
+    symbols = _judge_budgets(listing, replies[:count], now, stale_sec, fallbacks)
+
+    stresses = dict(zip(listing.stress_clusters, replies[count:], strict=True))
     clusters = {}
     for cluster in sorted({item.cluster_id for item in symbols if item.budget_fresh}):
-        stress_text, alpha_text, ts_text = stresses.get(cluster, [None, None, None])
+        reply = stresses.get(cluster)
+        stress_text, alpha_text, ts_text = (map(_text, reply) if isinstance(reply, list)
+                                            and len(reply) == 3 else (None, None, None))
         fresh = _fresh(ts_text, now, stale_sec)
         stress = parse_decimal(stress_text) if fresh else None
         if stress is not None and not 0.0 <= stress <= 1.0:
@@ -214,8 +256,44 @@ def parse_snapshot(replies: Sequence[object], now: float, stale_sec: float,
             fallbacks.append(("alpha", cluster))
         clusters[cluster] = ClusterInput(stress, alpha)
 
-    return Snapshot(equity or 0.0, drawdown or 0.0, problem, regime, tuple(symbols),
-                    clusters, tuple(sorted(unmapped)), tuple(fallbacks))
+    unmapped = set(listing.unmapped)
+    return Snapshot(listing.equity_usd, listing.drawdown, listing.portfolio_problem,
+                    listing.regime, tuple(symbols), clusters,
+                    tuple(item.symbol for item in symbols if item.symbol in unmapped)
+                    if unmapped else (), tuple(fallbacks))
+
+
+def _judge_budgets(listing: Listing, replies: Sequence[object], now: float,
+                   stale_sec: float, fallbacks: list[tuple[str, str]]) -> list[SymbolInput]:
+    """Each budgeted symbol's input; a missing or malformed budget skips the symbol, a
+    stale one is kept as such (both are fallbacks). Columns of plain decimals, the usual
+    case, are judged a column at a time; anything else one symbol at a time, by the same
+    rules."""
+    budgets = stamps = None
+    if all(type(reply) is list and len(reply) == 2 for reply in replies):
+        budget_texts = [reply[0] for reply in replies]
+        budgets = _decimal_column(budget_texts)
+        stamps = _decimal_column([reply[1] for reply in replies])
+    if budgets is not None and stamps is not None:
+        fresh = [-FUTURE_SKEW_SEC <= now - ts <= stale_sec for ts in stamps]
+        fallbacks.extend(("budget", symbol) for symbol, ok in zip(
+            listing.symbols, fresh, strict=True) if not ok)
+        return list(map(SymbolInput._make, zip(listing.symbols, listing.clusters, budgets,
+                                                fresh, strict=True)))
+    inputs = []
+    for symbol, cluster, reply in zip(listing.symbols, listing.clusters, replies,
+                                      strict=True):
+        budget_text, ts_text = (map(_text, reply) if isinstance(reply, list)
+                                and len(reply) == 2 else (None, None))
+        budget = parse_decimal(budget_text)
+        if budget is None or budget < 0:
+            fallbacks.append(("budget", symbol))
+            continue
+        fresh = _fresh(ts_text, now, stale_sec)
+        if not fresh:
+            fallbacks.append(("budget", symbol))
+        inputs.append(SymbolInput(symbol, cluster, budget, fresh))
+    return inputs
 
 
 def _regime(reply: object, now: float, stale_sec: float) -> str | None:

@@ -1,7 +1,8 @@
-"""A cycle's writes, as one batch of commands (pure: the same tick gives the same bytes).
+"""A cycle's writes, as RESP (pure: the same tick gives the same bytes).
 
 * ``quantum:stream:allocation.decision`` (both modes): one entry per symbol, ``XADD MAXLEN ~
-  P29_STREAM_MAXLEN``, with the target fields and every factor, cap and fallback.
+  P29_STREAM_MAXLEN``, with the target fields and every factor, cap and fallback
+  (:func:`decision_fields` is the plain definition).
 * ``quantum:allocation:target:{symbol}`` (``enforce`` only): the SPEC 4 target fields, TTL
   ``TARGET_TTL_SEC``.
 
@@ -11,13 +12,15 @@ cycle sends is a function of the tick alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from operator import itemgetter
 
 from governor_core.allocation.model import AllocationTarget, AllocationTick
-from governor_core.redis_io import Packed, bulk
+from governor_core.redis_io import Packed, bulk, bulk_column
 
 DECISION_STREAM = "quantum:stream:allocation.decision"
-TARGET_KEY = "quantum:allocation:target:{}"
+TARGET_PREFIX = "quantum:allocation:target:"
+TARGET_KEY = TARGET_PREFIX + "{}"
 TARGET_FIELDS = ("target_usd", "weight", "cluster_id", "regime", "drawdown_zone",
                  "confidence", "timestamp", "mode")
 
@@ -26,6 +29,14 @@ def fmt_usd(value: float) -> str:
     """USD amounts: fixed point, at most 8 decimals, no trailing zeros (as on permits)."""
     text = f"{value:.8f}".rstrip("0").rstrip(".")
     return "0" if text in ("", "-0") else text
+
+
+def fmt_usd_column(values: Sequence[float]) -> list[str]:
+    """``[fmt_usd(v) for v in values]``, without a Python call per value."""
+    texts = [f"{value:.8f}".rstrip("0").rstrip(".") for value in values]
+    if "-0" in texts:  # e.g. -0.0 or -1e-9; "" cannot occur ("0.0…" keeps its "0")
+        texts = ["0" if text == "-0" else text for text in texts]
+    return texts
 
 
 def fmt_factor(value: float) -> str:
@@ -37,80 +48,63 @@ def fmt_ts(value: float) -> str:
     return f"{value:.3f}"
 
 
+def decision_fields(tick: AllocationTick, target: AllocationTarget) -> dict[str, str]:
+    """One decision entry, field by field: the definition :func:`publish_chunks` encodes
+    (a test compares the two on random ticks). The first eight fields after ``symbol``
+    are :data:`TARGET_FIELDS`, which is also what a live target holds."""
+    return {
+        "symbol": target.symbol,
+        "target_usd": fmt_usd(target.target_usd),
+        "weight": fmt_factor(target.weight),
+        "cluster_id": target.cluster_id,
+        "regime": target.regime,
+        "drawdown_zone": target.drawdown_zone,
+        "confidence": f"{target.confidence:.4f}",
+        "timestamp": fmt_ts(tick.ts),
+        "mode": tick.mode,
+        "base_budget": fmt_usd(target.base_budget),
+        "regime_factor": fmt_factor(target.regime_factor),
+        "cluster_factor": fmt_factor(target.cluster_factor),
+        "drawdown": fmt_factor(tick.drawdown),
+        "drawdown_factor": fmt_factor(target.drawdown_factor),
+        "performance_factor": fmt_factor(target.performance_factor),
+        "raw_target_usd": fmt_usd(target.raw_target_usd),
+        "equity_usd": fmt_usd(tick.equity_usd),
+        "symbol_cap_usd": fmt_usd(tick.max_symbol_usd),
+        "symbol_cap_applied": "1" if target.symbol_cap_applied else "0",
+        "cluster_cap_usd": fmt_usd(tick.max_cluster_usd),
+        "cluster_scale": fmt_factor(target.cluster_scale),
+        "cluster_cap_applied": "1" if target.cluster_scale < 1.0 else "0",
+        "fallbacks": ",".join(target.fallbacks) or "none",
+    }
+
+
 def _pairs(*items: str) -> str:
     return "".join(map(bulk, items))
 
 
-class _DecisionWriter:
-    """Encodes decision entries (and live targets) for one tick, straight to RESP.
+#: The fields a decision shares with every symbol of its cluster (and budget freshness):
+#: cluster_id, regime, its factor, cluster factor, zone, drawdown and performance factors,
+#: cluster_scale, confidence, fallbacks.
+_SHARED = itemgetter(1, 3, 4, 5, 6, 7, 8, 11, 14, 15)
 
-    Most of an entry is the same for every symbol of a cluster (factors, caps, fallbacks,
-    confidence: they depend on the cluster and the budget's freshness only), so those
-    parts are formatted and encoded once per distinct set of values, and only the symbol's
-    own amounts per symbol. At 10⁴ symbols, formatting each entry and packing its 52
-    arguments one by one was two fifths of the host's tick.
-    """
 
-    def __init__(self, tick: AllocationTick, stream_maxlen: int, target_ttl_sec: int) -> None:
-        self._timestamp, self._mode = fmt_ts(tick.ts), tick.mode
-        self._drawdown = fmt_factor(tick.drawdown)
-        self._xadd = "*52\r\n" + _pairs("XADD", DECISION_STREAM, "MAXLEN", "~",
-                                           str(stream_maxlen), "*", "symbol")
-        self._caps = _pairs("equity_usd", fmt_usd(tick.equity_usd),
-                            "symbol_cap_usd", fmt_usd(tick.max_symbol_usd),
-                            "symbol_cap_applied")
-        self._cluster_cap = fmt_usd(tick.max_cluster_usd)
-        self._hset = "*18\r\n" + bulk("HSET")
-        self._expire = "*3\r\n" + bulk("EXPIRE")
-        self._ttl = bulk(str(target_ttl_sec))
-        self._groups: dict[tuple, tuple[str, str, str]] = {}
-
-    def _group(self, target: AllocationTarget) -> tuple[str, str, str]:
-        key = (target.cluster_id, target.regime, target.drawdown_zone, target.confidence,
-               target.regime_factor, target.cluster_factor, target.drawdown_factor,
-               target.performance_factor, target.cluster_scale, target.fallbacks)
-        group = self._groups.get(key)
-        if group is None:
-            group = self._groups[key] = (
-                _pairs("cluster_id", target.cluster_id, "regime", target.regime,
-                       "drawdown_zone", target.drawdown_zone,
-                       "confidence", f"{target.confidence:.4f}",
-                       "timestamp", self._timestamp, "mode", self._mode),
-                _pairs("regime_factor", fmt_factor(target.regime_factor),
-                       "cluster_factor", fmt_factor(target.cluster_factor),
-                       "drawdown", self._drawdown,
-                       "drawdown_factor", fmt_factor(target.drawdown_factor),
-                       "performance_factor", fmt_factor(target.performance_factor),
-                       "raw_target_usd"),
-                _pairs("cluster_cap_usd", self._cluster_cap,
-                       "cluster_scale", fmt_factor(target.cluster_scale),
-                       "cluster_cap_applied", "1" if target.cluster_scale < 1.0 else "0",
-                       "fallbacks", ",".join(target.fallbacks) or "none"))
-        return group
-
-    def commands(self, target: AllocationTarget, enforce: bool) -> list[Packed]:
-        """The decision entry; in enforce mode also the live target and its TTL."""
-        fields, factors, cluster_cap = self._group(target)
-        usd = fmt_usd(target.target_usd)
-        weight = fmt_factor(target.weight)
-        raw = usd if target.raw_target_usd == target.target_usd else fmt_usd(
-            target.raw_target_usd)
-        base = fmt_usd(target.base_budget)
-        flag = "1" if target.symbol_cap_applied else "0"
-        # The SPEC 4 target fields, in TARGET_FIELDS order (numbers are ASCII).
-        target_fields = (f"$10\r\ntarget_usd\r\n${len(usd)}\r\n{usd}\r\n"
-                         f"$6\r\nweight\r\n${len(weight)}\r\n{weight}\r\n{fields}")
-        symbol = bulk(target.symbol)
-        entry = Packed(
-            f"{self._xadd}{symbol}{target_fields}$11\r\nbase_budget\r\n"
-            f"${len(base)}\r\n{base}\r\n{factors}"
-            f"${len(raw)}\r\n{raw}\r\n{self._caps}$1\r\n{flag}\r\n{cluster_cap}".encode())
-        if not enforce:
-            return [entry]
-        key = bulk(TARGET_KEY.format(target.symbol))
-        return [entry,
-                Packed(f"{self._hset}{key}{target_fields}".encode()),
-                Packed(f"{self._expire}{key}{self._ttl}".encode())]
+def _shared_text(tick: AllocationTick, shared: tuple) -> tuple[str, str, str]:
+    """The encoded fields of one :data:`_SHARED` group, in the three runs they take in an
+    entry: after ``weight``, after ``base_budget`` (up to the ``raw_target_usd`` name) and
+    after ``symbol_cap_applied``."""
+    (cluster_id, regime, r_factor, c_factor, zone, d_factor, p_factor, scale, confidence,
+     fallbacks) = shared
+    return (_pairs("cluster_id", cluster_id, "regime", regime, "drawdown_zone", zone,
+                   "confidence", f"{confidence:.4f}", "timestamp", fmt_ts(tick.ts),
+                   "mode", tick.mode),
+            _pairs("regime_factor", fmt_factor(r_factor), "cluster_factor",
+                   fmt_factor(c_factor), "drawdown", fmt_factor(tick.drawdown),
+                   "drawdown_factor", fmt_factor(d_factor), "performance_factor",
+                   fmt_factor(p_factor), "raw_target_usd"),
+            _pairs("cluster_cap_usd", fmt_usd(tick.max_cluster_usd), "cluster_scale",
+                   fmt_factor(scale), "cluster_cap_applied", "1" if scale < 1.0 else "0",
+                   "fallbacks", ",".join(fallbacks) or "none"))
 
 
 #: Symbols encoded per send: Redis applies one chunk while the next is being encoded.
@@ -118,24 +112,67 @@ CHUNK_SYMBOLS = 500
 
 
 def publish_chunks(tick: AllocationTick, *, stream_maxlen: int, target_ttl_sec: int,
-                   chunk_symbols: int = CHUNK_SYMBOLS) -> Iterator[list[Packed]]:
-    """Every write of the cycle, in symbol order, in chunks of ``chunk_symbols`` targets.
+                   chunk_symbols: int = CHUNK_SYMBOLS) -> Iterator[Packed]:
+    """Every write of the cycle in symbol order (per symbol: the decision entry; in
+    ``enforce`` mode then the live target's ``HSET`` and ``EXPIRE``), in chunks of
+    ``chunk_symbols`` symbols. All chunks go out on one connection before any reply is
+    read: one round trip.
 
-    All chunks go out on one connection before any reply is read: one round trip."""
-    writer = _DecisionWriter(tick, stream_maxlen, target_ttl_sec)
-    enforce = tick.mode == "enforce"
+    Encoded column by column, which at 10⁴ symbols is several times cheaper than entry by
+    entry: each column of amounts is formatted in one list comprehension, the fields a
+    cluster's symbols share (:data:`_SHARED`) are encoded once per cluster, and each
+    entry is one f-string over the columns.
+    """
     targets = tick.targets
+    if not targets:
+        return
+    (symbols, _, budgets, *_, raws, capped, _, usds, weights, _, _) = zip(*targets,
+                                                                          strict=True)
+    shared = list(map(_SHARED, targets))
+    texts = dict.fromkeys(shared)
+    for key in texts:
+        texts[key] = _shared_text(tick, key)
+    groups = list(map(texts.__getitem__, shared))
+    usd = fmt_usd_column(usds)
+    base = fmt_usd_column(budgets)
+    raw = fmt_usd_column(raws)
+    weight = [f"{value:.6f}" for value in weights]
+    flags = ["1" if flag else "0" for flag in capped]
+    names = bulk_column(symbols)
+    head = "*52\r\n" + _pairs("XADD", DECISION_STREAM, "MAXLEN", "~", str(stream_maxlen),
+                               "*", "symbol")
+    caps = _pairs("equity_usd", fmt_usd(tick.equity_usd),
+                  "symbol_cap_usd", fmt_usd(tick.max_symbol_usd), "symbol_cap_applied")
+    enforce = tick.mode == "enforce"
+    keys = bulk_column([TARGET_PREFIX + symbol for symbol in symbols]) if enforce else names
+    hset, expire = "*18\r\n$4\r\nHSET\r\n", "*3\r\n$6\r\nEXPIRE\r\n"
+    ttl = bulk(str(target_ttl_sec))
+    per_symbol = 3 if enforce else 1
     for start in range(0, len(targets), chunk_symbols):
-        chunk: list[Packed] = []
-        extend = chunk.extend
-        for target in targets[start:start + chunk_symbols]:
-            extend(writer.commands(target, enforce))
-        yield chunk
+        end = start + chunk_symbols
+        rows = zip(names[start:end], usd[start:end], weight[start:end], base[start:end],
+                   raw[start:end], flags[start:end], groups[start:end], keys[start:end],
+                   strict=True)
+        if enforce:
+            wire = "".join([
+                f"{head}{n}$10\r\ntarget_usd\r\n${len(u)}\r\n{u}\r\n$6\r\nweight\r\n"
+                f"${len(w)}\r\n{w}\r\n{g[0]}$11\r\nbase_budget\r\n${len(b)}\r\n{b}\r\n"
+                f"{g[1]}${len(r)}\r\n{r}\r\n{caps}$1\r\n{f}\r\n{g[2]}"
+                f"{hset}{k}$10\r\ntarget_usd\r\n${len(u)}\r\n{u}\r\n$6\r\nweight\r\n"
+                f"${len(w)}\r\n{w}\r\n{g[0]}{expire}{k}{ttl}"
+                for n, u, w, b, r, f, g, k in rows])
+        else:
+            wire = "".join([
+                f"{head}{n}$10\r\ntarget_usd\r\n${len(u)}\r\n{u}\r\n$6\r\nweight\r\n"
+                f"${len(w)}\r\n{w}\r\n{g[0]}$11\r\nbase_budget\r\n${len(b)}\r\n{b}\r\n"
+                f"{g[1]}${len(r)}\r\n{r}\r\n{caps}$1\r\n{f}\r\n{g[2]}"
+                for n, u, w, b, r, f, g, _ in rows])
+        yield Packed(wire.encode(), per_symbol * (min(end, len(targets)) - start))
 
 
 def publish_commands(tick: AllocationTick, *, stream_maxlen: int,
                      target_ttl_sec: int) -> list[tuple[str, ...]]:
     """:func:`publish_chunks`, decoded into plain commands (tests, ``explain``-style use)."""
-    return [command for chunk in publish_chunks(tick, stream_maxlen=stream_maxlen,
-                                                target_ttl_sec=target_ttl_sec)
-            for packed in chunk for command in packed.commands()]
+    return [command for packed in publish_chunks(tick, stream_maxlen=stream_maxlen,
+                                                 target_ttl_sec=target_ttl_sec)
+            for command in packed.commands()]

@@ -1,11 +1,11 @@
 """The allocation loop (P2.9): every ``P29_INTERVAL_SEC``, inputs in, targets out.
 
-One cycle is two Redis round trips, whatever the number of symbols: one pipeline that reads
-everything (:mod:`governor_core.allocation.inputs`) and one that writes everything
-(:mod:`governor_core.allocation.publish`). Once the writes are sent, each plugin's
-``on_allocation_tick`` is called on its own (by contract one read and one write pipeline
-each) while Redis applies them; then the host reads its write replies. A plugin that raises
-is logged and counted, and the cycle is complete without it.
+One cycle is three Redis round trips, whatever the number of symbols: two pipelines that
+read everything (:mod:`governor_core.allocation.inputs`: what exists, then its values) and
+one that writes everything (:mod:`governor_core.allocation.publish`). Once the writes are
+sent, each plugin's ``on_allocation_tick`` is called on its own (by contract one read and
+one write pipeline each) while Redis applies them; then the host reads its write replies.
+A plugin that raises is logged and counted, and the cycle is complete without it.
 
 A stale or missing portfolio skips the cycle: nothing is written and no plugin is called.
 Redis outages are waited out with :class:`Backoff`; the loop resumes when Redis returns.
@@ -24,7 +24,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from governor_core.allocation.config import AllocationConfig
 from governor_core.allocation.formula import cluster_factor, compute_targets, regime_factor
-from governor_core.allocation.inputs import Snapshot, parse_snapshot, snapshot_commands
+from governor_core.allocation.inputs import (
+    Snapshot,
+    ValueCommands,
+    listing_commands,
+    parse_listing,
+    parse_values,
+)
 from governor_core.allocation.model import AllocationTick
 from governor_core.allocation.publish import publish_chunks
 from governor_core.metrics import SymbolSeries
@@ -105,6 +111,7 @@ class AllocationService:
         self.metrics = AllocationMetrics(registry)
         self._tick_impls = plugins.impls("on_allocation_tick")
         self._unmapped_logged: set[str] = set()
+        self._value_commands = ValueCommands()
 
     def run(self) -> None:
         """Run a cycle every ``P29_INTERVAL_SEC`` until ``stop`` is set."""
@@ -130,12 +137,15 @@ class AllocationService:
 
     def _cycle(self, now: float) -> AllocationTick | None:
         config = self.config
-        replies = execute_commands(self.redis, snapshot_commands(config.cluster_map is None))
+        replies = execute_commands(self.redis, listing_commands(config.cluster_map is None))
         if isinstance(replies[1], Exception):
             self.metrics.redis_errors.labels(op="read").inc()
             log.error("input read failed, cycle skipped: %s", replies[1])
             return None
-        snapshot = parse_snapshot(replies[1:], now, config.stale_data_sec, config.cluster_map)
+        listing = parse_listing(replies[1:], now, config.stale_data_sec, config.cluster_map)
+        values = ([] if listing.portfolio_problem else
+                  execute_commands(self.redis, self._value_commands.commands(listing)))
+        snapshot = parse_values(listing, values, now, config.stale_data_sec)
         self._record_inputs(snapshot)
         if snapshot.portfolio_problem:
             log.warning("portfolio state %s: cycle skipped, nothing written",
@@ -157,7 +167,7 @@ class AllocationService:
         try:
             for chunk in publish_chunks(tick, stream_maxlen=config.stream_maxlen,
                                         target_ttl_sec=config.target_ttl_sec):
-                writes.send(chunk)
+                writes.send([chunk])
             self.metrics.record(tick)
             if tick.targets:
                 self.metrics.drawdown_factor.set(tick.targets[0].drawdown_factor)

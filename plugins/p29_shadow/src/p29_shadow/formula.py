@@ -11,15 +11,17 @@ With the defaults: score 0.0 → 0.5, 0.3 → 0.8, 0.5 → 1.0, 0.9 → 1.4, 1.0
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from governor_core.allocation.publish import fmt_usd
+from governor_core.allocation.publish import fmt_usd, fmt_usd_column
 from governor_core.config import ConfigError, EnvReader
 from governor_core.efficiency import EfficiencyReading, fmt4
-from governor_core.redis_io import Packed, bulk
+from governor_core.redis_io import Packed, bulk, bulk_column
 
 DEFAULT_STREAM = "quantum:stream:allocation.target.proposed"
-PROPOSED_KEY = "quantum:allocation:target:proposed:{}"
+PROPOSED_PREFIX = "quantum:allocation:target:proposed:"
+PROPOSED_KEY = PROPOSED_PREFIX + "{}"
 #: Keys the host owns; the proposal stream may never be pointed at them.
 FORBIDDEN_STREAMS = ("quantum:stream:allocation.decision",)
 LIVE_TARGET_PREFIX = "quantum:allocation:target:"
@@ -99,46 +101,49 @@ def proposal_fields(symbol: str, base_target: float, proposal: ShadowProposal,
     }
 
 
-class ProposalWriter:
-    """Encodes one loop's writes straight to RESP: per symbol the stream entry, the
-    proposal hash and its TTL, with exactly the fields of :func:`proposal_fields` (a test
-    decodes them and compares). The fields that depend only on the efficiency reading are
-    encoded once per distinct reading; per symbol only the two amounts and the multiplier.
+def proposal_chunks(config: ShadowConfig, ts_epoch: int, symbols: Sequence[str],
+                    base_targets: Sequence[float], multipliers: Sequence[float],
+                    readings: Sequence[EfficiencyReading],
+                    chunk_symbols: int) -> Iterator[Packed]:
+    """One loop's writes, straight to RESP: per symbol the stream entry, the proposal hash
+    and its TTL, with exactly the fields of :func:`proposal_fields` (a test decodes them and
+    compares), in chunks of ``chunk_symbols`` symbols.
+
+    Encoded column by column: each column of numbers in one list comprehension, the fields
+    that depend only on the efficiency reading once per distinct reading, and each symbol's
+    three commands in one f-string.
     """
-
-    def __init__(self, config: ShadowConfig, ts_epoch: int) -> None:
-        ts = str(ts_epoch)
-        self._xadd = "*26\r\n" + "".join(map(bulk, (
-            "XADD", config.stream, "MAXLEN", "~", str(config.stream_maxlen), "*",
-            "ts_epoch", ts, "symbol")))
-        self._hset = "*24\r\n" + bulk("HSET")
-        self._hash_tail = bulk("ts_epoch") + bulk(ts)
-        self._last_update = bulk("last_update_ts_epoch") + bulk(ts)
-        self._expire = "*3\r\n" + bulk("EXPIRE")
-        self._ttl = bulk(str(config.key_ttl_sec))
-        self._readings: dict[EfficiencyReading, str] = {}
-
-    def _reading(self, reading: EfficiencyReading) -> str:
-        text = self._readings.get(reading)
-        if text is None:
-            text = self._readings[reading] = "".join(map(bulk, (
-                "eff_score", fmt4(reading.score), "eff_confidence", fmt4(reading.confidence),
-                "eff_stale", "1" if reading.stale else "0", "reason", reading.reason,
-                "mode", "shadow")))
-        return text
-
-    def commands(self, symbol: str, base_target: float, multiplier: float,
-                 reading: EfficiencyReading) -> tuple[Packed, Packed, Packed]:
-        base = fmt_usd(base_target)
-        proposed = fmt_usd(base_target * multiplier)
-        mult = fmt4(multiplier)
-        amounts = (f"$11\r\nbase_target\r\n${len(base)}\r\n{base}\r\n"
-                   f"$15\r\nproposed_target\r\n${len(proposed)}\r\n{proposed}\r\n"
-                   f"$10\r\nmultiplier\r\n${len(mult)}\r\n{mult}\r\n"
-                   f"{self._reading(reading)}")
-        name = bulk(symbol)
-        key = bulk(PROPOSED_KEY.format(symbol))
-        return (Packed(f"{self._xadd}{name}{amounts}".encode()),
-                Packed(f"{self._hset}{key}{self._hash_tail}$6\r\nsymbol\r\n{name}{amounts}"
-                       f"{self._last_update}".encode()),
-                Packed(f"{self._expire}{key}{self._ttl}".encode()))
+    ts = str(ts_epoch)
+    xadd = "*26\r\n" + "".join(map(bulk, (
+        "XADD", config.stream, "MAXLEN", "~", str(config.stream_maxlen), "*",
+        "ts_epoch", ts, "symbol")))
+    hset = "*24\r\n$4\r\nHSET\r\n"
+    hash_head = bulk("ts_epoch") + bulk(ts) + "$6\r\nsymbol\r\n"
+    last_update = bulk("last_update_ts_epoch") + bulk(ts)
+    expire = "*3\r\n$6\r\nEXPIRE\r\n"
+    ttl = bulk(str(config.key_ttl_sec))
+    texts = dict.fromkeys(readings)
+    for reading in texts:
+        texts[reading] = "".join(map(bulk, (
+            "eff_score", fmt4(reading.score), "eff_confidence", fmt4(reading.confidence),
+            "eff_stale", "1" if reading.stale else "0", "reason", reading.reason,
+            "mode", "shadow")))
+    tails = list(map(texts.__getitem__, readings))
+    base = fmt_usd_column(base_targets)
+    proposed = fmt_usd_column([target * multiplier for target, multiplier in zip(
+        base_targets, multipliers, strict=True)])
+    mult = [f"{multiplier:.4f}" for multiplier in multipliers]
+    names = bulk_column(symbols)
+    keys = bulk_column([PROPOSED_PREFIX + symbol for symbol in symbols])
+    for start in range(0, len(symbols), chunk_symbols):
+        end = start + chunk_symbols
+        rows = zip(names[start:end], keys[start:end], base[start:end], proposed[start:end],
+                   mult[start:end], tails[start:end], strict=True)
+        wire = "".join([
+            f"{xadd}{n}$11\r\nbase_target\r\n${len(b)}\r\n{b}\r\n$15\r\nproposed_target"
+            f"\r\n${len(p)}\r\n{p}\r\n$10\r\nmultiplier\r\n${len(m)}\r\n{m}\r\n{t}"
+            f"{hset}{k}{hash_head}{n}$11\r\nbase_target\r\n${len(b)}\r\n{b}\r\n"
+            f"$15\r\nproposed_target\r\n${len(p)}\r\n{p}\r\n$10\r\nmultiplier\r\n"
+            f"${len(m)}\r\n{m}\r\n{t}{last_update}{expire}{k}{ttl}"
+            for n, k, b, p, m, t in rows])
+        yield Packed(wire.encode(), 3 * (min(end, len(symbols)) - start))

@@ -25,8 +25,8 @@ from governor_core.allocation.model import AllocationTick
 from governor_core.config import EnvReader
 from governor_core.efficiency import REASONS, EfficiencyReader, EfficiencyReading
 from governor_core.metrics import SymbolSeries
-from governor_core.redis_io import CommandStream, Packed
-from p29_shadow.formula import ProposalWriter, ShadowConfig, shadow_multiplier
+from governor_core.redis_io import CommandStream
+from p29_shadow.formula import ShadowConfig, proposal_chunks, shadow_multiplier
 
 CHUNK_SYMBOLS = 500
 
@@ -88,17 +88,17 @@ class ShadowProposerPlugin:
         self._last_run = now
         symbols = [target.symbol for target in tick.targets]
         readings = self.reader.read(redis, symbols, now)
-        writer = ProposalWriter(config, int(now))
-        multipliers = [shadow_multiplier(reading, config) for reading in readings]
+        # The multiplier depends on the reading only: once per distinct reading.
+        known = dict.fromkeys(readings)
+        for reading in known:
+            known[reading] = shadow_multiplier(reading, config)
+        multipliers = list(map(known.__getitem__, readings))
         # One round trip, sent in chunks: Redis applies one while the next is encoded.
         writes = CommandStream(redis)
-        rows = list(zip(tick.targets, readings, multipliers, strict=True))
-        for start in range(0, len(rows), CHUNK_SYMBOLS):
-            chunk: list[Packed] = []
-            extend = chunk.extend
-            for target, reading, multiplier in rows[start:start + CHUNK_SYMBOLS]:
-                extend(writer.commands(target.symbol, target.target_usd, multiplier, reading))
-            writes.send(chunk)
+        for chunk in proposal_chunks(config, int(now), symbols,
+                                     [target.target_usd for target in tick.targets],
+                                     multipliers, readings, CHUNK_SYMBOLS):
+            writes.send([chunk])
         refused = [r for r in writes.replies() if isinstance(r, Exception)]
         if refused:
             raise RedisError(f"{len(refused)} proposal writes refused, e.g. {refused[0]}")
