@@ -82,10 +82,10 @@ class Packed:
 
     hiredis's ``pack_command`` costs about 0.13 µs per argument. A tick's 10⁴ stream
     entries of 20–50 arguments, most of them the same for the whole tick, are several
-    times cheaper to splice from cached text with one C-level ``str.format`` per entry
-    (see :mod:`governor_core.columns`). :meth:`commands` decodes them back (the fakeredis
-    path and the tests use it), so an encoding slip shows up as a wrong argument, never as
-    a silent difference.
+    times cheaper to splice from cached text with one f-string per entry (see
+    :func:`governor_core.allocation.publish.publish_chunks`). :meth:`commands` decodes them
+    back (the fakeredis path and the tests use it), so an encoding slip shows up as a wrong
+    argument, never as a silent difference.
     """
 
     wire: bytes

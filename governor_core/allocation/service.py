@@ -13,6 +13,7 @@ Redis outages are waited out with :class:`Backoff`; the loop resumes when Redis 
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -128,11 +129,23 @@ class AllocationService:
             self.stop.wait(max(0.0, self.config.interval_sec - (time.monotonic() - started)))
 
     def step(self) -> AllocationTick | None:
-        """One cycle. Returns what it published, or None when the cycle was skipped."""
+        """One cycle. Returns what it published, or None when the cycle was skipped.
+
+        Python's cyclic garbage collector is paused for the cycle and resumes after it.
+        A cycle allocates some 10⁵ tuples at 10⁴ symbols, enough to start about a hundred
+        collections, a few of them full ones that walk every live object: 40–50 ms of a
+        tick, measured. What the cycle allocates holds no reference cycles (tuples, lists,
+        strings), so reference counting frees it all as it goes; anything cyclic is left
+        to the collector's next run, after the cycle.
+        """
         started = time.perf_counter()
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             return self._cycle(self.clock())
         finally:
+            if collecting:
+                gc.enable()
             self.metrics.duration.observe(time.perf_counter() - started)
 
     def _cycle(self, now: float) -> AllocationTick | None:
