@@ -3,6 +3,7 @@ plugin isolation, round trips, determinism."""
 
 from __future__ import annotations
 
+import gc
 import math
 
 import pytest
@@ -268,3 +269,26 @@ def test_symbols_are_listed_even_where_keys_is_renamed_away():
         assert {t.cluster_factor for t in tick.targets} == {0.8}  # stress found too
     finally:
         server.stop()
+
+
+class CollectorWatch:
+    def __init__(self):
+        self.seen = []
+
+    @hookimpl
+    def on_allocation_tick(self):
+        self.seen.append(gc.isenabled())
+
+
+@pytest.mark.parametrize("enabled_before", [True, False])
+def test_gc_is_paused_for_the_cycle_and_restored_after(real_redis, enabled_before):
+    seed(real_redis)
+    watch = CollectorWatch()
+    service, _ = make(real_redis, plugins=[("watch", watch)])
+    (gc.enable if enabled_before else gc.disable)()
+    try:
+        assert service.step() is not None
+        assert gc.isenabled() is enabled_before
+    finally:
+        gc.enable()
+    assert watch.seen == [False]
