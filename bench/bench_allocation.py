@@ -50,10 +50,13 @@ def populate(client: redis.Redis, symbols: int, now: float) -> None:
         symbol = f"S{i:05d}USDT"
         cluster = f"c{i % clusters}"
         mapping[symbol] = cluster
+        # Every symbol's values and times differ, as in production: no cache sees repeats.
         pipe.hset(f"quantum:portfolio:budget:{symbol}",
-                  mapping={"budget_usd": 1000 + i, "timestamp": now})
+                  mapping={"budget_usd": round(1000 + i * 1.37, 2), "timestamp": now - i % 50})
         pipe.hset(f"quantum:capital:efficiency:{symbol}",
-                  mapping={"efficiency_score": (i % 100) / 100, "confidence": 0.9, "ts": now})
+                  mapping={"efficiency_score": round((i * 7919 % 10_000) / 10_000, 4),
+                           "confidence": round(0.5 + (i % 5000) / 10_000, 4),
+                           "ts": now - i % 300})
     for c in range(clusters):
         pipe.hset(f"quantum:cluster:stress:c{c}",
                   mapping={"stress": 0.2, "alpha": 0.5, "timestamp": now})

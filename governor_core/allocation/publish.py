@@ -89,22 +89,30 @@ def _pairs(*items: str) -> str:
 _SHARED = itemgetter(1, 3, 4, 5, 6, 7, 8, 11, 14, 15)
 
 
-def _shared_text(tick: AllocationTick, shared: tuple) -> tuple[str, str, str]:
-    """The encoded fields of one :data:`_SHARED` group, in the three runs they take in an
+class _SharedText:
+    """The encoded fields of each :data:`_SHARED` group, in the three runs they take in an
     entry: after ``weight``, after ``base_budget`` (up to the ``raw_target_usd`` name) and
-    after ``symbol_cap_applied``."""
-    (cluster_id, regime, r_factor, c_factor, zone, d_factor, p_factor, scale, confidence,
-     fallbacks) = shared
-    return (_pairs("cluster_id", cluster_id, "regime", regime, "drawdown_zone", zone,
-                   "confidence", f"{confidence:.4f}", "timestamp", fmt_ts(tick.ts),
-                   "mode", tick.mode),
-            _pairs("regime_factor", fmt_factor(r_factor), "cluster_factor",
-                   fmt_factor(c_factor), "drawdown", fmt_factor(tick.drawdown),
-                   "drawdown_factor", fmt_factor(d_factor), "performance_factor",
-                   fmt_factor(p_factor), "raw_target_usd"),
-            _pairs("cluster_cap_usd", fmt_usd(tick.max_cluster_usd), "cluster_scale",
-                   fmt_factor(scale), "cluster_cap_applied", "1" if scale < 1.0 else "0",
-                   "fallbacks", ",".join(fallbacks) or "none"))
+    after ``symbol_cap_applied``. The tick-constant fields are encoded once per tick."""
+
+    def __init__(self, tick: AllocationTick) -> None:
+        self._tail = _pairs("timestamp", fmt_ts(tick.ts), "mode", tick.mode)
+        self._drawdown = _pairs("drawdown", fmt_factor(tick.drawdown))
+        self._cluster_cap = _pairs("cluster_cap_usd", fmt_usd(tick.max_cluster_usd))
+
+    def __call__(self, shared: tuple) -> tuple[str, str, str]:
+        (cluster_id, regime, r_factor, c_factor, zone, d_factor, p_factor, scale, confidence,
+         fallbacks) = shared
+        return (f"$10\r\ncluster_id\r\n{bulk(cluster_id)}$6\r\nregime\r\n{bulk(regime)}"
+                f"$13\r\ndrawdown_zone\r\n{bulk(zone)}"
+                f"$10\r\nconfidence\r\n{bulk(f'{confidence:.4f}')}{self._tail}",
+                f"$13\r\nregime_factor\r\n{bulk(fmt_factor(r_factor))}"
+                f"$14\r\ncluster_factor\r\n{bulk(fmt_factor(c_factor))}{self._drawdown}"
+                f"$15\r\ndrawdown_factor\r\n{bulk(fmt_factor(d_factor))}"
+                f"$18\r\nperformance_factor\r\n{bulk(fmt_factor(p_factor))}"
+                "$14\r\nraw_target_usd\r\n",
+                f"{self._cluster_cap}$13\r\ncluster_scale\r\n{bulk(fmt_factor(scale))}"
+                f"$19\r\ncluster_cap_applied\r\n$1\r\n{'1' if scale < 1.0 else '0'}\r\n"
+                f"$9\r\nfallbacks\r\n{bulk(','.join(fallbacks) or 'none')}")
 
 
 #: Symbols encoded per send: Redis applies one chunk while the next is being encoded.
@@ -130,8 +138,9 @@ def publish_chunks(tick: AllocationTick, *, stream_maxlen: int, target_ttl_sec: 
                                                                           strict=True)
     shared = list(map(_SHARED, targets))
     texts = dict.fromkeys(shared)
+    encode = _SharedText(tick)
     for key in texts:
-        texts[key] = _shared_text(tick, key)
+        texts[key] = encode(key)
     groups = list(map(texts.__getitem__, shared))
     usd = fmt_usd_column(usds)
     base = fmt_usd_column(budgets)

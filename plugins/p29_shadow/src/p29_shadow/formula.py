@@ -122,12 +122,15 @@ def proposal_chunks(config: ShadowConfig, ts_epoch: int, symbols: Sequence[str],
     last_update = bulk("last_update_ts_epoch") + bulk(ts)
     expire = "*3\r\n$6\r\nEXPIRE\r\n"
     ttl = bulk(str(config.key_ttl_sec))
+    # Per distinct reading (in practice nearly one per symbol: scores and times differ).
     texts = dict.fromkeys(readings)
     for reading in texts:
-        texts[reading] = "".join(map(bulk, (
-            "eff_score", fmt4(reading.score), "eff_confidence", fmt4(reading.confidence),
-            "eff_stale", "1" if reading.stale else "0", "reason", reading.reason,
-            "mode", "shadow")))
+        score, confidence = fmt4(reading.score), fmt4(reading.confidence)
+        texts[reading] = (
+            f"$9\r\neff_score\r\n${len(score)}\r\n{score}\r\n$14\r\neff_confidence\r\n"
+            f"${len(confidence)}\r\n{confidence}\r\n$9\r\neff_stale\r\n$1\r\n"
+            f"{1 if reading.stale else 0}\r\n$6\r\nreason\r\n{bulk(reading.reason)}"
+            "$4\r\nmode\r\n$6\r\nshadow\r\n")
     tails = list(map(texts.__getitem__, readings))
     base = fmt_usd_column(base_targets)
     proposed = fmt_usd_column([target * multiplier for target, multiplier in zip(
