@@ -134,19 +134,19 @@ def publish_chunks(tick: AllocationTick, *, stream_maxlen: int, target_ttl_sec: 
     targets = tick.targets
     if not targets:
         return
-    (symbols, _, budgets, *_, raws, capped, _, usds, weights, _, _) = zip(*targets,
-                                                                          strict=True)
+    column = dict(zip(AllocationTarget._fields, zip(*targets, strict=True), strict=True))
+    symbols = column["symbol"]
     shared = list(map(_SHARED, targets))
     texts = dict.fromkeys(shared)
     encode = _SharedText(tick)
     for key in texts:
         texts[key] = encode(key)
     groups = list(map(texts.__getitem__, shared))
-    usd = fmt_usd_column(usds)
-    base = fmt_usd_column(budgets)
-    raw = fmt_usd_column(raws)
-    weight = [f"{value:.6f}" for value in weights]
-    flags = ["1" if flag else "0" for flag in capped]
+    usd = fmt_usd_column(column["target_usd"])
+    base = fmt_usd_column(column["base_budget"])
+    raw = fmt_usd_column(column["raw_target_usd"])
+    weight = [f"{value:.6f}" for value in column["weight"]]
+    flags = ["1" if flag else "0" for flag in column["symbol_cap_applied"]]
     names = bulk_column(symbols)
     head = "*52\r\n" + _pairs("XADD", DECISION_STREAM, "MAXLEN", "~", str(stream_maxlen),
                                "*", "symbol")
