@@ -271,8 +271,7 @@ def _judge_budgets(listing: Listing, replies: Sequence[object], now: float,
     rules."""
     budgets = stamps = None
     if all(type(reply) is list and len(reply) == 2 for reply in replies):
-        budget_texts = [reply[0] for reply in replies]
-        budgets = _decimal_column(budget_texts)
+        budgets = _decimal_column([reply[0] for reply in replies])
         stamps = _decimal_column([reply[1] for reply in replies])
     if budgets is not None and stamps is not None:
         fresh = [-FUTURE_SKEW_SEC <= now - ts <= stale_sec for ts in stamps]

@@ -13,7 +13,7 @@ cycle sends is a function of the tick alone.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from operator import itemgetter
+from operator import attrgetter
 
 from governor_core.allocation.model import AllocationTarget, AllocationTick
 from governor_core.redis_io import Packed, bulk, bulk_column
@@ -83,10 +83,10 @@ def _pairs(*items: str) -> str:
     return "".join(map(bulk, items))
 
 
-#: The fields a decision shares with every symbol of its cluster (and budget freshness):
-#: cluster_id, regime, its factor, cluster factor, zone, drawdown and performance factors,
-#: cluster_scale, confidence, fallbacks.
-_SHARED = itemgetter(1, 3, 4, 5, 6, 7, 8, 11, 14, 15)
+#: The fields a decision shares with every symbol of its cluster (and budget freshness).
+_SHARED = attrgetter("cluster_id", "regime", "regime_factor", "cluster_factor",
+                     "drawdown_zone", "drawdown_factor", "performance_factor",
+                     "cluster_scale", "confidence", "fallbacks")
 
 
 class _SharedText:
