@@ -17,7 +17,7 @@ Checked in that order: malformed data is reported as malformed even if it is als
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from redis.exceptions import RedisError
@@ -119,6 +119,10 @@ class EfficiencyReader:
     milliseconds, so almost every read finds texts it has parsed before; only the rules
     that depend on ``now`` (staleness, future skew, confidence) run each time. At most
     ``max_entries`` texts are remembered (then the memory starts over).
+
+    A plugin reads either in its own round trip (:meth:`read`) or in its host's: it names
+    the reads with :meth:`commands` (from its ``read_commands`` hook) and judges the
+    replies the host hands back with :meth:`judge`.
     """
 
     def __init__(self, *, min_conf: float, stale_sec: float,
@@ -126,11 +130,22 @@ class EfficiencyReader:
         self.min_conf, self.stale_sec, self.max_entries = min_conf, stale_sec, max_entries
         self._parsed: dict[tuple[str | None, ...], Parsed] = {}
         self._commands: dict[str, str] = {}  # symbol -> its HMGET, encoded
+        self._tuples: dict[str, tuple[str, ...]] = {}  # symbol -> its HMGET
+
+    def commands(self, symbols: Sequence[str]) -> list[tuple[str, ...]]:
+        """One ``HMGET`` per symbol, for a host's ``read_commands`` round trip; the replies
+        go to :meth:`judge`."""
+        tuples = self._tuples
+        if len(tuples) > self.max_entries:
+            tuples.clear()
+        return [tuples.get(symbol) or tuples.setdefault(
+            symbol, ("HMGET", EFFICIENCY_KEY.format(symbol), *EFFICIENCY_FIELDS))
+            for symbol in symbols]
 
     def read(self, redis: Any, symbols: list[str], now: float) -> list[EfficiencyReading]:
-        memory, commands = self._parsed, self._commands
-        if len(memory) > self.max_entries or len(commands) > self.max_entries:
-            memory.clear()
+        """Read and judge in one round trip of the caller's own."""
+        commands = self._commands
+        if len(commands) > self.max_entries:
             commands.clear()
         wire = "".join([commands.get(symbol) or commands.setdefault(symbol, _hmget(symbol))
                         for symbol in symbols])
@@ -138,6 +153,14 @@ class EfficiencyReader:
             replies = execute_commands(redis, [Packed(wire.encode(), len(symbols))])
         except (RedisError, OSError):
             return [REDIS_ERROR] * len(symbols)
+        return self.judge(replies, now)
+
+    def judge(self, replies: Sequence[object], now: float) -> list[EfficiencyReading]:
+        """The readings of :meth:`commands`' replies, in order (a refused command, e.g.
+        ``WRONGTYPE`` for a key that is not a hash, is ``invalid_eff``)."""
+        memory = self._parsed
+        if len(memory) > self.max_entries:
+            memory.clear()
         min_conf, stale_sec = self.min_conf, self.stale_sec
         readings = []
         append = readings.append

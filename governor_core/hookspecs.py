@@ -13,6 +13,7 @@ allocation plugin writes only its own keys and streams.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -38,6 +39,28 @@ class SymbolFields(dict):  # type: ignore[type-arg]
     batch: a lookup per plan instead of a call. It is a plain ``dict``, so the plugin's own
     ``on_issue_permit`` can still look the plan's symbol up in it (for direct callers).
     """
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """The replies to what a plugin's ``read_commands`` asked for, handed back as ``reads``.
+
+    ``symbols`` are the symbols the plugin was asked about (the commands were built for
+    them); ``replies`` hold one reply per command, in order. A command Redis refused has its
+    :class:`redis.ResponseError` in place of a reply; the others are as a client with
+    decoded responses returns them.
+    """
+
+    symbols: tuple[str, ...]
+    replies: list[Any]
+
+
+#: The commands a plugin may ask its host to send in the host's read round trip.
+READ_COMMANDS = frozenset({
+    "EXISTS", "GET", "HEXISTS", "HGET", "HGETALL", "HLEN", "HMGET", "LINDEX", "LLEN",
+    "LRANGE", "MGET", "PTTL", "SCARD", "SISMEMBER", "SMEMBERS", "STRLEN", "TTL", "TYPE",
+    "XLEN", "XRANGE", "XREVRANGE", "ZCARD", "ZRANGE", "ZRANGEBYSCORE", "ZSCORE",
+})
 
 
 @hookspec
@@ -74,15 +97,44 @@ def permit_fields() -> Sequence[str]:
 
 
 @hookspec
-def on_permit_batch(plans: Sequence[Plan], redis: redis.Redis, now: float) -> Any:
+def read_commands(host: str, symbols: Sequence[str], now: float
+                  ) -> Sequence[tuple[str, ...]] | None:
+    """Name the Redis reads this plugin needs for a governor batch or an allocation cycle,
+    for the host to send in its own read round trip: the plugin then costs no round trip
+    of its own to read.
+
+    Called once per batch (governor, before the gates are read) or once per cycle
+    (allocation, once the budgeted symbols are listed); the replies come back as ``reads``
+    (:class:`Reads`) to the same plugin's ``on_permit_batch`` or ``on_allocation_tick``.
+
+    :param host: ``"governor"`` or ``"allocation"``.
+    :param symbols: the symbols to read for, sorted and distinct: the batch's valid plans'
+        symbols (governor), or every symbol with a budget key (allocation: a superset of the
+        cycle's targets, which are known only after this read).
+    :param now: the batch's or cycle's clock time.
+    :return: commands as tuples of strings (e.g. ``("HMGET", key, field, ...)``), or
+        ``None`` to read nothing this time (e.g. a throttled plugin that is not due).
+
+    Only the read commands of :data:`READ_COMMANDS` are accepted: a plugin that returns
+    anything else (or raises) is logged and counted, its reads are dropped for this batch or
+    cycle and its next hook gets ``reads=None``; the host's own reads are never affected.
+    """
+
+
+@hookspec
+def on_permit_batch(plans: Sequence[Plan], redis: redis.Redis, now: float,
+                    reads: Reads | None) -> Any:
     """Prepare for a batch of plans, reading what the plugin needs in one round trip.
 
     Called once per batch of valid plans, before ``on_issue_permit`` is called for each.
 
     :param plans: the batch's validated plans, in stream order (may repeat a symbol).
-    :param redis: a client with decoded (``str``) responses. Use one pipeline for the whole
-        batch; do not write to Redis here.
+    :param redis: a client with decoded (``str``) responses, for reads ``read_commands``
+        could not name: one pipeline for the whole batch; do not write to Redis here.
     :param now: the batch's clock time (Unix seconds); use it instead of the system clock.
+    :param reads: the replies to this plugin's ``read_commands`` for the batch, read in the
+        host's round trip; ``None`` if it asked for none (or its request was refused): then
+        read with ``redis`` if needed.
     :return: any object; it is passed back unchanged as ``batch`` to this plugin's
         ``on_issue_permit`` calls for the batch. A :class:`SymbolFields` instead gives every
         plan of a symbol that symbol's fields, and ``on_issue_permit`` is not called. If
@@ -115,7 +167,8 @@ def on_issue_permit(plan: Plan, permit: Mapping[str, str], batch: Any,
 
 
 @hookspec
-def on_allocation_tick(tick: AllocationTick, redis: redis.Redis, now: float) -> None:
+def on_allocation_tick(tick: AllocationTick, redis: redis.Redis, now: float,
+                       reads: Reads | None) -> None:
     """React to a completed allocation cycle.
 
     Called after the allocation host has computed a cycle's targets and sent its writes
@@ -125,9 +178,13 @@ def on_allocation_tick(tick: AllocationTick, redis: redis.Redis, now: float) -> 
     10⁴-symbol tick fast). The host checks its write replies after every plugin returns.
 
     :param tick: the whole cycle: mode, time, equity, and every target with its factors.
-    :param redis: a client with decoded responses. Read with one pipeline and write with
-        one pipeline per tick, whatever the number of symbols.
+    :param redis: a client with decoded responses. Write with one pipeline per tick,
+        whatever the number of symbols; read through ``read_commands`` (or, failing that,
+        with one pipeline).
     :param now: the cycle's clock time.
+    :param reads: the replies to this plugin's ``read_commands`` for the cycle, read in the
+        host's second read round trip; ``None`` if it asked for none (or its request was
+        refused).
     :return: nothing.
 
     A plugin must never write the live targets ``quantum:allocation:target:{symbol}`` nor

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +19,16 @@ import pluggy
 from prometheus_client import CollectorRegistry, Counter
 
 from governor_core import hookspecs
+from governor_core.hookspecs import READ_COMMANDS, Reads
+from governor_core.redis_io import Packed, bulk
 
 log = logging.getLogger("quantum.plugins")
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
-HOOK_NAMES = ("on_configure", "permit_fields", "on_permit_batch", "on_issue_permit",
-              "on_allocation_tick")
+HOOK_NAMES = ("on_configure", "permit_fields", "read_commands", "on_permit_batch",
+              "on_issue_permit", "on_allocation_tick")
+#: Encoded plugin read commands remembered between batches (then the memory starts over).
+MAX_REMEMBERED_READS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,88 @@ class PluginHost:
         self.statuses = [
             PluginStatus(s.name, s.distribution, s.version, s.hooks, "disabled", why)
             if s.name == name else s for s in self.statuses]
+
+
+class PluginReads:
+    """Each plugin's ``read_commands``, sent in its host's own read round trip.
+
+    A host builds one and calls :meth:`request` per batch or cycle, appends the request's
+    :attr:`ReadRequest.commands` after its own reads, and hands the replies back through
+    :meth:`ReadRequest.reads`. A plugin's request is checked before anything is sent:
+    tuples of strings naming a command of :data:`~governor_core.hookspecs.READ_COMMANDS`.
+    Anything else is that plugin's error (logged, counted, its reads dropped); since the
+    commands are encoded here, never taken as wire text, no plugin can garble the host's
+    own reads. Each distinct command's encoding is remembered between calls: a plugin asks
+    for the same keys batch after batch.
+    """
+
+    def __init__(self, plugins: PluginHost) -> None:
+        self.plugins = plugins
+        self._impls = plugins.impls("read_commands")
+        self._wire: dict[tuple[str, ...], str] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._impls)
+
+    def request(self, symbols: Sequence[str], now: float) -> ReadRequest:
+        symbols = tuple(symbols)
+        kwargs = {"host": self.plugins.host, "symbols": symbols, "now": now}
+        commands: list[Packed] = []
+        owners: list[tuple[str, int]] = []
+        for impl in self._impls:
+            ok, asked = self.plugins.call_isolated("read_commands", impl, kwargs)
+            if not ok or not asked:
+                continue
+            try:
+                asked = list(asked)
+                wire = self._encoded(asked)
+            except (TypeError, ValueError) as exc:
+                self.plugins.record_error(impl.plugin, "read_commands", exc)
+                continue
+            commands.append(Packed(wire.encode(), len(asked)))
+            owners.append((impl.plugin, len(asked)))
+        return ReadRequest(symbols, commands, owners)
+
+    def _encoded(self, asked: Sequence[tuple[str, ...]]) -> str:
+        memory = self._wire
+        if len(memory) > MAX_REMEMBERED_READS:
+            memory.clear()
+        parts = []
+        for command in asked:
+            wire = memory.get(command)  # TypeError for an unhashable item, e.g. a list
+            if wire is None:
+                if type(command) is not tuple or not command or not all(
+                        type(arg) is str for arg in command):
+                    raise TypeError(f"a read command must be a tuple of strings, "
+                                    f"not {command!r:.80}")
+                if command[0].upper() not in READ_COMMANDS:
+                    raise ValueError(f"{command[0]!r} is not a read command the host sends "
+                                     f"(allowed: {', '.join(sorted(READ_COMMANDS))})")
+                wire = memory[command] = f"*{len(command)}\r\n{''.join(map(bulk, command))}"
+            parts.append(wire)
+        return "".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    """The plugins' reads for one batch or cycle: ``commands`` to send after the host's
+    own, and which plugin asked for how many (in order)."""
+
+    symbols: tuple[str, ...]
+    commands: list[Packed]
+    owners: list[tuple[str, int]]
+
+    def reads(self, replies: Sequence[object]) -> dict[str, Reads]:
+        """Each plugin's :class:`~governor_core.hookspecs.Reads`, from the replies to
+        :attr:`commands` (in order)."""
+        result, at = {}, 0
+        for plugin, count in self.owners:
+            result[plugin] = Reads(self.symbols, list(replies[at:at + count]))
+            at += count
+        return result
+
+
+NO_READS = ReadRequest((), [], [])
 
 
 def plugin_errors_counter(registry: CollectorRegistry) -> Counter:

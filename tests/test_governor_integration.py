@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import pytest
 import redis
 from prometheus_client import CollectorRegistry
+from round_trips import RoundTrips
 
 from governor_core.config import EnvReader, GovernorConfig
 from governor_core.governor.gates import CORE_FIELDS
@@ -401,24 +402,47 @@ def test_disabled_p31_leaves_core_fields_identical(real_redis: redis.Redis) -> N
 
 def test_efficiency_read_failure_is_redis_error_not_a_lost_permit(
         real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A Redis error inside the plugin's batch read: the permit is issued, fail-open."""
+    """The plugin's ``read_commands`` raises: the host counts it and reads the gates alone;
+    the plugin then reads on its own, that read fails too, and the permit is still issued,
+    fail-open, with ``redis_error``."""
     plan(real_redis, "rerr-1")
     gov = Governor(real_redis)
     import governor_core.efficiency
 
-    real_execute = governor_core.efficiency.execute_commands
+    def broken(self, symbols):
+        raise RuntimeError("no commands today")
 
     def failing(client, commands):
-        if any(b"quantum:capital:efficiency:" in getattr(command, "wire", b"")
-               for command in commands):
-            raise redis.ConnectionError("efficiency read lost")
-        return real_execute(client, commands)
+        raise redis.ConnectionError("efficiency read lost")
 
+    monkeypatch.setattr(governor_core.efficiency.EfficiencyReader, "commands", broken)
     monkeypatch.setattr(governor_core.efficiency, "execute_commands", failing)
     gov.drain()
     permit = real_redis.hgetall("quantum:permit:rerr-1")
     assert (permit["decision"], permit["eff_reason"], permit["eff_action"],
             permit["eff_factor"]) == ("ALLOW", "redis_error", "NONE", "1.0000")
+    assert gov.registry.get_sample_value(
+        "governor_plugin_errors_total",
+        {"plugin": "p31_efficiency", "hook": "read_commands"}) == 1.0
+
+
+def test_efficiency_hashes_are_read_in_the_gates_round_trip(real_redis: redis.Redis) -> None:
+    """p31_efficiency names its reads (``read_commands``): a batch is three round trips,
+    XREADGROUP, gates with the efficiency hashes, writes; and the hint still comes from
+    the hash."""
+    real_redis.hset("quantum:capital:efficiency:BTCUSDT",
+                    mapping={"efficiency_score": "0.2", "confidence": "0.9", "ts": str(NOW)})
+    gov = Governor(real_redis)
+    gov.service.ensure_group()
+    gov.service.step()  # opens the connections; nothing queued yet
+    for i in range(3):
+        plan(real_redis, f"rt-{i}")
+    with RoundTrips() as counter:
+        assert gov.service.step() == 3
+    assert counter.count == 3
+    permit = real_redis.hgetall("quantum:permit:rt-0")
+    assert (permit["eff_reason"], permit["eff_action"], permit["eff_factor"]) == (
+        "ok", "DOWNSIZE", "0.4444")
 
 
 # -- the run loop's overlapped steps ---------------------------------------------------------

@@ -18,7 +18,9 @@ from governor_core.efficiency import (
     read_efficiencies,
     read_efficiency,
 )
+from governor_core.hookspecs import Reads
 from governor_core.plugins import build_plugin_host
+from governor_core.redis_io import execute_commands
 
 NOW = 1_800_000_000.0
 DEFAULTS = ShadowConfig()
@@ -103,9 +105,19 @@ def tick(mode: str, now: float = NOW) -> AllocationTick:
                           40_000.0, 60_000.0)
 
 
+def host_reads(plugin, client, symbols, now):
+    """What the allocation host does for a plugin's ``read_commands``: run them in its own
+    round trip and hand the replies back as ``reads``."""
+    asked = plugin.read_commands(host="allocation", symbols=symbols, now=now)
+    if asked is None:
+        return None
+    return Reads(tuple(symbols), execute_commands(client, list(asked)))
+
+
 @pytest.mark.redis
+@pytest.mark.parametrize("read_by", ["host", "plugin"])
 @pytest.mark.parametrize("mode", ["shadow", "enforce"])
-def test_plugin_writes_only_its_own_keys_in_either_mode(real_redis, mode):
+def test_plugin_writes_only_its_own_keys_in_either_mode(real_redis, mode, read_by):
     real_redis.hset("quantum:capital:efficiency:BTCUSDT",
                     mapping={"efficiency_score": 0.9, "confidence": 0.9, "ts": NOW})
     real_redis.hset("quantum:capital:efficiency:ETHUSDT",
@@ -114,8 +126,11 @@ def test_plugin_writes_only_its_own_keys_in_either_mode(real_redis, mode):
                     mapping={"efficiency_score": 0.3, "confidence": 0.9, "ts": NOW - 601})
     real_redis.set("quantum:capital:efficiency:ADAUSDT", "not a hash")
     plugin, registry = configured({"PROPOSE_KEY_TTL": "300"})
+    # Read by the host: every budgeted symbol (a superset of the targets), in order.
+    budgeted = ["ADAUSDT", "BTCUSDT", "DOGEUSDT", "ETHUSDT", "XRPUSDT"]
+    reads = host_reads(plugin, real_redis, budgeted, NOW) if read_by == "host" else None
     before = set(real_redis.keys("*"))
-    plugin.on_allocation_tick(tick(mode), real_redis, NOW)
+    plugin.on_allocation_tick(tick(mode), real_redis, NOW, reads)
     new = set(real_redis.keys("*")) - before
     assert new == {"quantum:stream:allocation.target.proposed",
                    *(f"quantum:allocation:target:proposed:{s}"
@@ -144,12 +159,18 @@ def test_plugin_writes_only_its_own_keys_in_either_mode(real_redis, mode):
 @pytest.mark.redis
 def test_throttled_by_loop_interval_and_stream_capped(real_redis):
     plugin, registry = configured({"LOOP_INTERVAL_SEC": "10", "PROPOSE_STREAM_MAXLEN": "100"})
+    symbols = [target.symbol for target in tick("shadow").targets]
+    asked = []
     for offset in (0, 5, 9.9, 10, 15, 20):
-        plugin.on_allocation_tick(tick("shadow"), real_redis, NOW + offset)
+        reads = host_reads(plugin, real_redis, symbols, NOW + offset)
+        asked.append(reads is not None)
+        plugin.on_allocation_tick(tick("shadow"), real_redis, NOW + offset, reads)
+    # It asks the host to read only on the ticks it runs.
+    assert asked == [True, False, False, True, False, True]
     assert "p29_shadow_loops_total 3.0" in generate_latest(registry).decode()
     assert real_redis.xlen("quantum:stream:allocation.target.proposed") == 12
     for offset in range(200):
-        plugin.on_allocation_tick(tick("shadow"), real_redis, NOW + 100 + 10 * offset)
+        plugin.on_allocation_tick(tick("shadow"), real_redis, NOW + 100 + 10 * offset, None)
     assert real_redis.xlen("quantum:stream:allocation.target.proposed") < 300
 
 
@@ -165,4 +186,5 @@ def test_inactive_on_the_governor_host():
     plugin.on_configure("governor", {}, registry)
     assert plugin.config is None
     assert "p29_shadow" not in generate_latest(registry).decode()
-    plugin.on_allocation_tick(tick("shadow"), None, NOW)  # does nothing
+    assert plugin.read_commands(host="governor", symbols=["BTCUSDT"], now=NOW) is None
+    plugin.on_allocation_tick(tick("shadow"), None, NOW, None)  # does nothing

@@ -13,7 +13,9 @@ from p31_efficiency.plugin import EfficiencyPlugin
 from prometheus_client import CollectorRegistry
 
 from governor_core.efficiency import REASONS, read_efficiency
+from governor_core.hookspecs import Reads
 from governor_core.plans import Plan
+from governor_core.redis_io import execute_commands
 
 NOW = 1_700_000_000.0
 CONFIG = EfficiencyConfig()
@@ -103,7 +105,14 @@ def test_plugin_hooks_never_raise(contents: dict[str, dict[str, str] | None]) ->
     plugin, registry = configured_plugin()
     plans = [Plan(f"{i}-0", f"p{i}", symbol, "BUY", 10.0, None)
              for i, symbol in enumerate([*contents, *contents])]
-    batch = plugin.on_permit_batch(plans=plans, redis=client, now=NOW)
+    batch = plugin.on_permit_batch(plans=plans, redis=client, now=NOW, reads=None)
+    # The same batch read by the host (read_commands) gives the same fields.
+    symbols = sorted(contents)
+    other, _ = configured_plugin()
+    asked = other.read_commands(host="governor", symbols=symbols)
+    hosted = other.on_permit_batch(plans=plans, redis=None, now=NOW, reads=Reads(
+        tuple(symbols), execute_commands(client, asked)))
+    assert hosted == batch
     for plan in plans:
         fields = plugin.on_issue_permit(plan=plan, batch=batch)
         assert fields is not None
@@ -128,7 +137,7 @@ def test_plugin_redis_outage_is_redis_error(fields: dict[str, str] | None) -> No
     server.connected = False
     plugin, registry = configured_plugin()
     plan = Plan("1-0", "p1", "BTCUSDT", "BUY", 10.0, None)
-    batch = plugin.on_permit_batch(plans=[plan], redis=client, now=NOW)
+    batch = plugin.on_permit_batch(plans=[plan], redis=client, now=NOW, reads=None)
     result = plugin.on_issue_permit(plan=plan, batch=batch)
     assert result is not None
     assert result["eff_reason"] == "redis_error"
@@ -141,10 +150,12 @@ def test_wrong_typed_efficiency_key_is_invalid_not_an_exception(fake_redis) -> N
     fake_redis.set("quantum:capital:efficiency:BTCUSDT", "0.2")
     plugin, _ = configured_plugin()
     plan = Plan("1-0", "p1", "BTCUSDT", "BUY", 10.0, None)
-    batch = plugin.on_permit_batch(plans=[plan], redis=fake_redis, now=NOW)
-    fields = plugin.on_issue_permit(plan=plan, batch=batch)
-    assert fields is not None
-    assert (fields["eff_reason"], fields["eff_action"]) == ("invalid_eff", "NONE")
+    for reads in (None, Reads(("BTCUSDT",), execute_commands(
+            fake_redis, plugin.read_commands(host="governor", symbols=["BTCUSDT"])))):
+        batch = plugin.on_permit_batch(plans=[plan], redis=fake_redis, now=NOW, reads=reads)
+        fields = plugin.on_issue_permit(plan=plan, batch=batch)
+        assert fields is not None
+        assert (fields["eff_reason"], fields["eff_action"]) == ("invalid_eff", "NONE")
 
 
 @given(st.lists(hashes, min_size=1, max_size=6),

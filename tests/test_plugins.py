@@ -67,6 +67,10 @@ class Raising:
         return ("raising_field",)
 
     @hookimpl
+    def read_commands(self) -> None:
+        self._maybe("read_commands")
+
+    @hookimpl
     def on_permit_batch(self) -> str:
         self._maybe("on_permit_batch")
         return "ctx"
@@ -238,7 +242,7 @@ def test_known_hook_names_match_the_specs() -> None:
     from governor_core import hookspecs
 
     assert set(HOOK_NAMES) == {name for name in dir(hookspecs) if name.startswith("on_")
-                               or name == "permit_fields"}
+                               or name in ("permit_fields", "read_commands")}
 
 
 # -- isolation inside the governor loop (real redis-server) ------------------------------
@@ -267,8 +271,8 @@ def run_governor(real_redis, *plugins: tuple[str, object], n_plans: int = 3,
 
 
 @pytest.mark.redis
-@pytest.mark.parametrize("hook", ["on_configure", "permit_fields", "on_permit_batch",
-                                  "on_issue_permit"])
+@pytest.mark.parametrize("hook", ["on_configure", "permit_fields", "read_commands",
+                                  "on_permit_batch", "on_issue_permit"])
 def test_raising_plugin_is_isolated(real_redis, hook: str,
                                     caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR, logger="quantum"):
@@ -277,13 +281,83 @@ def test_raising_plugin_is_isolated(real_redis, hook: str,
     for i, permit in enumerate(permits):
         assert permit["decision"] == "ALLOW"
         assert permit["tag"] == f"x:p{i}:3"
-        assert "raising_field" not in permit
+        if hook == "read_commands":  # only its reads are lost: it is called with reads=None
+            assert permit["raising_field"] == "ok"
+        else:
+            assert "raising_field" not in permit
     expected = 3 if hook == "on_issue_permit" else 1
     assert errors(registry, "raising", hook) == expected
     assert registry.get_sample_value("governor_permits_issued_total",
                                      {"decision": "ALLOW"}) == 3
     assert any(getattr(r, "plugin", None) == "raising" or "raising" in r.getMessage()
                for r in caplog.records if r.levelno >= logging.ERROR)
+
+
+class Reader:
+    """Names reads in ``read_commands`` (``ask(symbols)``) and shows what came back."""
+
+    def __init__(self, field: str, ask: Any) -> None:
+        self.field, self.ask = field, ask
+        self.reads: list[Any] = []
+
+    @hookimpl
+    def permit_fields(self) -> Sequence[str]:
+        return (self.field,)
+
+    @hookimpl
+    def read_commands(self, host: str, symbols: Sequence[str]) -> Any:
+        assert host == "governor"
+        return self.ask(symbols)
+
+    @hookimpl
+    def on_permit_batch(self, reads: Any) -> Any:
+        self.reads.append(reads)
+        return reads
+
+    @hookimpl
+    def on_issue_permit(self, plan: Plan, batch: Any) -> Mapping[str, str]:
+        if batch is None:
+            return {self.field: "no reads"}
+        replies = dict(zip(batch.symbols, batch.replies, strict=True))
+        return {self.field: str(replies[plan.symbol])}
+
+
+@pytest.mark.redis
+def test_read_commands_are_read_with_the_gates_and_handed_to_each_plugin(real_redis) -> None:
+    real_redis.set("a:BTCUSDT", "a-btc")
+    real_redis.set("a:ETHUSDT", "a-eth")
+    real_redis.hset("b:ETHUSDT", "f", "b-eth")
+    first = Reader("first", lambda symbols: [("GET", f"a:{s}") for s in symbols])
+    second = Reader("second", lambda symbols: [("HGET", f"b:{s}", "f") for s in symbols])
+    permits, registry = run_governor(real_redis, ("first", first), ("second", second),
+                                     symbols=("ETHUSDT", "BTCUSDT"))
+    assert [(p["first"], p["second"]) for p in permits] == [
+        ("a-eth", "b-eth"), ("a-btc", "None"), ("a-eth", "b-eth")]
+    assert first.reads[0].symbols == ("BTCUSDT", "ETHUSDT")  # sorted, distinct
+    assert registry.get_sample_value("governor_plugin_errors_total",
+                                     {"plugin": "first", "hook": "read_commands"}) is None
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("asked", [
+    [("SET", "written", "1")],           # not a read
+    [("GET", "a"), ("DEL", "written")],  # one write among reads: all refused
+    [["GET", "a"]],                      # not a tuple
+    [("GET", 1)],                        # not a string
+    "GET a",                             # not a list of commands
+    [()],                                # empty command
+])
+def test_a_plugins_refused_read_commands_change_nothing_else(real_redis, asked) -> None:
+    real_redis.set("written", "0")
+    real_redis.set("a:BTCUSDT", "a-btc")
+    bad = Reader("bad", lambda symbols: asked)
+    good = Reader("good", lambda symbols: [("GET", f"a:{s}") for s in symbols])
+    permits, registry = run_governor(real_redis, ("bad", bad), ("good", good))
+    assert [(p["decision"], p["bad"], p["good"]) for p in permits] == [
+        ("ALLOW", "no reads", "a-btc")] * 3
+    assert bad.reads == [None]
+    assert real_redis.get("written") == "0"
+    assert errors(registry, "bad", "read_commands") == 1
 
 
 class Overreacher:
@@ -385,7 +459,7 @@ def test_p31_keeps_working_after_an_allocation_host_is_built() -> None:
                  if impl.plugin == "p31_efficiency")
     issue = next(impl for impl in governor.impls("on_issue_permit")
                  if impl.plugin == "p31_efficiency")
-    context = batch({"plans": [PLAN], "redis": client, "now": NOW})
+    context = batch({"plans": [PLAN], "redis": client, "now": NOW, "reads": None})
     assert isinstance(context, SymbolFields)  # the host's per-symbol fast path
     fields = issue({"plan": PLAN, "permit": {}, "batch": context, "now": NOW})
     assert fields is not None and fields["eff_action"] == "DOWNSIZE"

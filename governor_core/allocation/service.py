@@ -1,10 +1,11 @@
 """The allocation loop (P2.9): every ``P29_INTERVAL_SEC``, inputs in, targets out.
 
 One cycle is three Redis round trips, whatever the number of symbols: two pipelines that
-read everything (:mod:`governor_core.allocation.inputs`: what exists, then its values) and
-one that writes everything (:mod:`governor_core.allocation.publish`). Once the writes are
-sent, each plugin's ``on_allocation_tick`` is called on its own (by contract one read and
-one write pipeline each) while Redis applies them; then the host reads its write replies.
+read everything (:mod:`governor_core.allocation.inputs`: what exists, then its values, with
+the reads the plugins name in ``read_commands`` in the second) and one that writes
+everything (:mod:`governor_core.allocation.publish`). Once the writes are sent, each
+plugin's ``on_allocation_tick`` is called on its own, with its reads (by contract one write
+pipeline each) while Redis applies them; then the host reads its write replies.
 A plugin that raises is logged and counted, and the cycle is complete without it.
 
 A stale or missing portfolio skips the cycle: nothing is written and no plugin is called.
@@ -35,7 +36,7 @@ from governor_core.allocation.inputs import (
 from governor_core.allocation.model import AllocationTick
 from governor_core.allocation.publish import publish_chunks
 from governor_core.metrics import SymbolSeries
-from governor_core.plugins import PluginHost
+from governor_core.plugins import NO_READS, PluginHost, PluginReads
 from governor_core.redis_io import REDIS_OUTAGE_ERRORS, Backoff, CommandStream, execute_commands
 
 log = logging.getLogger("quantum.allocation")
@@ -111,6 +112,7 @@ class AllocationService:
         self.stop = stop or threading.Event()
         self.metrics = AllocationMetrics(registry)
         self._tick_impls = plugins.impls("on_allocation_tick")
+        self._plugin_reads = PluginReads(plugins)
         self._unmapped_logged: set[str] = set()
         self._value_commands = ValueCommands()
 
@@ -156,8 +158,14 @@ class AllocationService:
             log.error("input read failed, cycle skipped: %s", replies[1])
             return None
         listing = parse_listing(replies[1:], now, config.stale_data_sec, config.cluster_map)
-        values = ([] if listing.portfolio_problem else
-                  execute_commands(self.redis, self._value_commands.commands(listing)))
+        request, values, reads = NO_READS, [], {}
+        if not listing.portfolio_problem:
+            if self._plugin_reads:
+                request = self._plugin_reads.request(listing.symbols, now)
+            own = len(listing.symbols) + len(listing.stress_clusters)
+            values = execute_commands(self.redis, [*self._value_commands.commands(listing),
+                                                   *request.commands])
+            values, reads = values[:own], request.reads(values[own:])
         snapshot = parse_values(listing, values, now, config.stale_data_sec)
         self._record_inputs(snapshot)
         if snapshot.portfolio_problem:
@@ -186,6 +194,7 @@ class AllocationService:
                 self.metrics.drawdown_factor.set(tick.targets[0].drawdown_factor)
             kwargs = {"tick": tick, "redis": self.redis, "now": now}
             for impl in self._tick_impls:
+                kwargs["reads"] = reads.get(impl.plugin)
                 self.plugins.call_isolated("on_allocation_tick", impl, kwargs)
             failed = [r for r in writes.replies() if isinstance(r, Exception)]
         finally:

@@ -23,7 +23,7 @@ import redis
 from prometheus_client import Counter
 
 from governor_core.governor.gates import refused_fields
-from governor_core.hookspecs import SymbolFields
+from governor_core.hookspecs import Reads, SymbolFields
 from governor_core.plans import Plan
 from governor_core.plugins import PluginHost
 from governor_core.redis_io import bulk
@@ -72,12 +72,16 @@ class PermitExtensions:
         self._permit_impls = plugins.impls("on_issue_permit")
         self._declared = _declared_without_overlap(plugins.declared_fields)
 
-    def begin(self, plans: Sequence[Plan], client: redis.Redis, now: float) -> BatchExtensions:
-        """Call every ``on_permit_batch``; a plugin that raises sits this batch out."""
+    def begin(self, plans: Sequence[Plan], client: redis.Redis, now: float,
+              reads: Mapping[str, Reads] | None = None) -> BatchExtensions:
+        """Call every ``on_permit_batch`` (with the replies to its ``read_commands``, if
+        it named any); a plugin that raises sits this batch out."""
         contexts: dict[str, Any] = {}
         failed: set[str] = set()
-        kwargs = {"plans": plans, "redis": client, "now": now}
+        reads = reads or {}
+        kwargs: dict[str, Any] = {"plans": plans, "redis": client, "now": now}
         for impl in self._batch_impls:
+            kwargs["reads"] = reads.get(impl.plugin)
             ok, context = self.plugins.call_isolated("on_permit_batch", impl, kwargs)
             if ok:
                 contexts[impl.plugin] = context

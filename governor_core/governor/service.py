@@ -1,7 +1,8 @@
-"""The governor loop: plans in, permits out, four Redis round trips per batch.
+"""The governor loop: plans in, permits out, three Redis round trips per batch.
 
-Per batch: ``XREADGROUP`` (1), the kill switch and every symbol's caps in one pipeline (1),
-each plugin's ``on_permit_batch`` read (1 each, by contract), and one pipeline of writes (1).
+Per batch: ``XREADGROUP`` (1); the kill switch, every symbol's caps and the reads the
+plugins name in ``read_commands``, in one pipeline (1); and one pipeline of writes (1). A
+plugin that reads in ``on_permit_batch`` instead adds its own round trip.
 The run loop overlaps consecutive batches: the next batch is read and gated while Redis
 applies the previous one's writes (see :meth:`GovernorService.step`).
 
@@ -50,8 +51,9 @@ from governor_core.governor.gates import (
     core_permit,
     decide,
 )
+from governor_core.hookspecs import Reads
 from governor_core.plans import REJECTION_CODES, Plan, PlanRejection, parse_plan
-from governor_core.plugins import PluginHost
+from governor_core.plugins import NO_READS, PluginHost, PluginReads
 from governor_core.redis_io import (
     REDIS_OUTAGE_ERRORS,
     Backoff,
@@ -59,6 +61,7 @@ from governor_core.redis_io import (
     CommandStream,
     Packed,
     bulk,
+    execute_commands,
 )
 
 log = logging.getLogger("quantum.governor")
@@ -212,6 +215,7 @@ class GovernorService:
         self._next_lag = 0.0
         self._in_flight: _Batch | None = None
         self.extensions = PermitExtensions(plugins, self.metrics.refused)
+        self.plugin_reads = PluginReads(plugins)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -363,8 +367,8 @@ class GovernorService:
             parsed = parse_plan(entry_id, fields)
             (plans if isinstance(parsed, Plan) else rejections).append(parsed)
 
-        kill, caps = self._gates(plans) if plans else (False, {})
-        extensions = self.extensions.begin(plans, self.redis, now) if plans else None
+        kill, caps, reads = self._gates(plans, now) if plans else (False, {}, {})
+        extensions = self.extensions.begin(plans, self.redis, now, reads) if plans else None
         if before_writes is not None:
             before_writes()
         stream = CommandStream(self.redis)
@@ -394,21 +398,24 @@ class GovernorService:
         self.metrics.last_batch.set(batch.now)
         return result
 
-    def _gates(self, plans: list[Plan]) -> tuple[bool, dict[str, Cap]]:
-        """The kill switch and every symbol's cap, in one round trip."""
+    def _gates(self, plans: list[Plan], now: float
+               ) -> tuple[bool, dict[str, Cap], dict[str, Reads]]:
+        """The kill switch, every symbol's cap and the plugins' ``read_commands``, in one
+        round trip."""
         symbols = sorted({plan.symbol for plan in plans})
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.type(KILL_KEY)
-        pipe.get(KILL_KEY)
+        request = self.plugin_reads.request(symbols, now) if self.plugin_reads else NO_READS
+        commands: list[Command | Packed] = [("TYPE", KILL_KEY), ("GET", KILL_KEY)]
         for symbol in symbols:
-            pipe.hget(TARGET_KEY.format(symbol), "target_usd")
-            pipe.hget(BUDGET_KEY.format(symbol), "budget_usd")
-        replies = pipe.execute(raise_on_error=False)
+            commands.append(("HGET", TARGET_KEY.format(symbol), "target_usd"))
+            commands.append(("HGET", BUDGET_KEY.format(symbol), "budget_usd"))
+        own = len(commands)
+        replies = execute_commands(self.redis, [*commands, *request.commands])
         caps = {}
         for index, symbol in enumerate(symbols):
             target, budget = replies[2 + 2 * index], replies[3 + 2 * index]
             caps[symbol] = choose_cap(_value(target, symbol), _value(budget, symbol))
-        return self._kill_switch(replies[0], replies[1]), caps
+        return (self._kill_switch(replies[0], replies[1]), caps,
+                request.reads(replies[own:]))
 
     def _issue(self, plans: list[Plan], kill: bool, caps: dict[str, Cap],
                extensions: BatchExtensions | None, now: float,

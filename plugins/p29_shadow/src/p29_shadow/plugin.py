@@ -2,7 +2,8 @@
 
 Active on the allocation host only. At most once per ``LOOP_INTERVAL_SEC`` of the tick's
 ``now`` (the first tick always runs), for every target of the tick: one pipelined read of all
-efficiency hashes, one pipelined write of the proposals (a stream entry per symbol and the
+efficiency hashes (named in ``read_commands``, so the host reads them in its own round trip),
+one pipelined write of the proposals (a stream entry per symbol and the
 TTL'd ``quantum:allocation:target:proposed:{symbol}`` hash). It writes nothing else; in
 particular never ``quantum:allocation:target:{symbol}``, in either mode.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter as Tally
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
@@ -24,6 +25,7 @@ from governor_core import hookimpl
 from governor_core.allocation.model import AllocationTick
 from governor_core.config import EnvReader
 from governor_core.efficiency import REASONS, EfficiencyReader, EfficiencyReading
+from governor_core.hookspecs import Reads
 from governor_core.metrics import SymbolSeries
 from governor_core.redis_io import CommandStream
 from p29_shadow.formula import ShadowConfig, proposal_chunks, shadow_multiplier
@@ -81,13 +83,24 @@ class ShadowProposerPlugin:
         self._last_run = None
 
     @hookimpl
-    def on_allocation_tick(self, tick: AllocationTick, redis: Any, now: float) -> None:
+    def read_commands(self, host: str, symbols: Sequence[str],
+                      now: float) -> list[tuple[str, ...]] | None:
+        """Every budgeted symbol's efficiency hash, read in the host's second read round
+        trip, when this tick's loop is due."""
+        config = self.config
+        if config is None or host != "allocation" or not self._due(now, config):
+            return None
+        return self.reader.commands(symbols)
+
+    @hookimpl
+    def on_allocation_tick(self, tick: AllocationTick, redis: Any, now: float,
+                           reads: Reads | None) -> None:
         config = self.config
         if config is None or not self._due(now, config):
             return
         self._last_run = now
         symbols = [target.symbol for target in tick.targets]
-        readings = self.reader.read(redis, symbols, now)
+        readings = self._readings(redis, symbols, now, reads)
         # The multiplier depends on the reading only: once per distinct reading.
         known = dict.fromkeys(readings)
         for reading in known:
@@ -104,6 +117,17 @@ class ShadowProposerPlugin:
             raise RedisError(f"{len(refused)} proposal writes refused, e.g. {refused[0]}")
         self.metrics.record(symbols, multipliers, readings)
         self.metrics.loops.inc()
+
+    def _readings(self, redis: Any, symbols: list[str], now: float,
+                  reads: Reads | None) -> list[EfficiencyReading]:
+        """The targets' readings from the host's reads (every budgeted symbol, a superset of
+        the targets), or else from one read of its own."""
+        if reads is not None:
+            by_symbol = dict(zip(reads.symbols, self.reader.judge(reads.replies, now),
+                                 strict=True))
+            if by_symbol.keys() >= set(symbols):
+                return list(map(by_symbol.__getitem__, symbols))
+        return self.reader.read(redis, symbols, now)
 
     def _due(self, now: float, config: ShadowConfig) -> bool:
         last = self._last_run

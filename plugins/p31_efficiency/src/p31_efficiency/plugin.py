@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter
 from governor_core import hookimpl
 from governor_core.config import EnvReader
 from governor_core.efficiency import EfficiencyReader, EfficiencyReading
-from governor_core.hookspecs import SymbolFields
+from governor_core.hookspecs import Reads, SymbolFields
 from governor_core.metrics import SymbolSeries
 from governor_core.plans import Plan
 from p31_efficiency.formula import (
@@ -58,9 +58,17 @@ class EfficiencyPlugin:
         return PERMIT_FIELDS if self.config else ()
 
     @hookimpl
-    def on_permit_batch(self, plans: Sequence[Plan], redis: Any,
-                        now: float) -> SymbolFields | None:
-        """One hint per symbol of the batch, from one pipelined read.
+    def read_commands(self, host: str, symbols: Sequence[str]) -> list[tuple[str, ...]] | None:
+        """The batch's efficiency hashes, read in the governor's own gate round trip."""
+        if self.config is None or host != "governor":
+            return None
+        return self.reader.commands(symbols)
+
+    @hookimpl
+    def on_permit_batch(self, plans: Sequence[Plan], redis: Any, now: float,
+                        reads: Reads | None) -> SymbolFields | None:
+        """One hint per symbol of the batch, from the reads the host made for it
+        (``read_commands``), or else from one pipelined read of its own.
 
         The hint depends on the symbol only, so it is returned as
         :class:`~governor_core.hookspecs.SymbolFields`: the host adds it to every plan of
@@ -75,7 +83,10 @@ class EfficiencyPlugin:
             return None
         plans_per_symbol = Tally(plan.symbol for plan in plans)
         symbols = sorted(plans_per_symbol)
-        readings = self.reader.read(redis, symbols, now)
+        if reads is not None and list(reads.symbols) == symbols:
+            readings = self.reader.judge(reads.replies, now)
+        else:
+            readings = self.reader.read(redis, symbols, now)
         hints = SymbolFields()
         applied: Tally[tuple[str, str]] = Tally()
         factors = {}
