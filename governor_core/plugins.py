@@ -115,14 +115,14 @@ class PluginReads:
     tuples of strings naming a command of :data:`~governor_core.hookspecs.READ_COMMANDS`.
     Anything else is that plugin's error (logged, counted, its reads dropped); since the
     commands are encoded here, never taken as wire text, no plugin can garble the host's
-    own reads. Each distinct command's encoding is remembered between calls: a plugin asks
-    for the same keys batch after batch.
+    own reads. Each command's encoding is remembered between calls: a plugin asks for the
+    same keys batch after batch.
     """
 
     def __init__(self, plugins: PluginHost) -> None:
         self.plugins = plugins
         self._impls = plugins.impls("read_commands")
-        self._wire: dict[tuple[str, ...], str] = {}
+        self._wire: dict[int, tuple[tuple[str, ...], str]] = {}  # id -> (command, text)
 
     def __bool__(self) -> bool:
         return bool(self._impls)
@@ -147,21 +147,28 @@ class PluginReads:
         return ReadRequest(symbols, commands, owners)
 
     def _encoded(self, asked: Sequence[tuple[str, ...]]) -> str:
+        """The commands as RESP text. Remembered by identity: a plugin that keeps its
+        command tuples (as :class:`~governor_core.efficiency.EfficiencyReader` does) costs
+        a lookup per command, not a hash of every argument (the tuple is kept with its
+        text, so its id cannot be reused while remembered)."""
         memory = self._wire
         if len(memory) > MAX_REMEMBERED_READS:
             memory.clear()
         parts = []
         for command in asked:
-            wire = memory.get(command)  # TypeError for an unhashable item, e.g. a list
-            if wire is None:
-                if type(command) is not tuple or not command or not all(
-                        type(arg) is str for arg in command):
-                    raise TypeError(f"a read command must be a tuple of strings, "
-                                    f"not {command!r:.80}")
-                if command[0].upper() not in READ_COMMANDS:
-                    raise ValueError(f"{command[0]!r} is not a read command the host sends "
-                                     f"(allowed: {', '.join(sorted(READ_COMMANDS))})")
-                wire = memory[command] = f"*{len(command)}\r\n{''.join(map(bulk, command))}"
+            known = memory.get(id(command))
+            if known is not None and known[0] is command:
+                parts.append(known[1])
+                continue
+            if type(command) is not tuple or not command or not all(
+                    type(arg) is str for arg in command):
+                raise TypeError(f"a read command must be a tuple of strings, "
+                                f"not {command!r:.80}")
+            if command[0].upper() not in READ_COMMANDS:
+                raise ValueError(f"{command[0]!r} is not a read command the host sends "
+                                 f"(allowed: {', '.join(sorted(READ_COMMANDS))})")
+            wire = f"*{len(command)}\r\n{''.join(map(bulk, command))}"
+            memory[id(command)] = (command, wire)
             parts.append(wire)
         return "".join(parts)
 
