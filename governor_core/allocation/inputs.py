@@ -9,8 +9,9 @@ Round trips: exactly two per cycle, whatever the number of symbols.
    regime ``XREVRANGE … COUNT 1`` and the cluster map ``HGETALL`` (and a ``SCRIPT LOAD``
    first, so a flushed script cache never costs an extra trip).
 2. **Their values**: one pipeline of ``HMGET``, a ``budget_usd``/``timestamp`` per budgeted
-   symbol and a ``stress``/``alpha``/``timestamp`` per cluster those symbols map to. Skipped
-   when the portfolio already decided that the cycle is skipped.
+   symbol and a ``stress``/``alpha``/``timestamp`` per cluster those symbols map to (the
+   service appends the plugins' ``read_commands`` to it). Skipped when the portfolio already
+   decided that the cycle is skipped.
 
 The price, stated plainly: the listing walks the whole keyspace server-side (O(keys) work,
 about 6 ms per 4·10⁴ keys measured here), and Redis serves no other client meanwhile.
