@@ -151,6 +151,7 @@ class CommandStream:
         self._connection: Any = None
         self._sent = 0
         self._queued: list[Command | Packed] = []
+        self._executed: list[object] | None = None  # the pipeline's results (not fast)
 
     def send(self, commands: list[Command | Packed]) -> None:
         if not commands:
@@ -168,15 +169,34 @@ class CommandStream:
             raise
         self._sent += sum([c.count if type(c) is Packed else 1 for c in commands])
 
-    def replies(self) -> list[object]:
+    def take(self, count: int) -> list[object]:
+        """The next ``count`` replies (as :meth:`replies` gives them), leaving the rest to
+        later calls: the caller works on the first replies while Redis still runs the
+        commands behind them. Nothing more may be sent on this stream afterwards."""
         if not self._fast:
-            pipe = self._client.pipeline(transaction=False)
-            for item in self._queued:
-                for command in item.commands() if type(item) is Packed else [item]:
-                    pipe.execute_command(*command)
-            self._queued = []
-            return pipe.execute(raise_on_error=False) if len(pipe) else []
+            if self._executed is None:
+                self._executed = self._execute_queued()
+            taken, self._executed = self._executed[:count], self._executed[count:]
+            return taken
+        if count > self._sent:
+            raise ValueError(f"{count} replies asked for, {self._sent} awaited")
+        try:
+            taken = _read_replies(self._connection, count) if count else []
+        except BaseException:
+            self._release(broken=True)
+            raise
+        self._sent -= count
+        return taken
+
+    def replies(self) -> list[object]:
+        """Every reply not yet taken, in order; the connection goes back to the pool."""
+        if not self._fast:
+            rest = self._executed if self._executed is not None else self._execute_queued()
+            self._executed = None
+            return rest
         connection = self._connection
+        if connection is None:
+            return []
         try:
             replies = _read_replies(connection, self._sent)
         except BaseException:
@@ -185,10 +205,18 @@ class CommandStream:
         self._release(broken=False)
         return replies
 
+    def _execute_queued(self) -> list[object]:
+        pipe = self._client.pipeline(transaction=False)
+        for item in self._queued:
+            for command in item.commands() if type(item) is Packed else [item]:
+                pipe.execute_command(*command)
+        self._queued = []
+        return pipe.execute(raise_on_error=False) if len(pipe) else []
+
     def abandon(self) -> None:
         """Drop whatever was sent and not read (a no-op after :meth:`replies`): the
         connection is closed, since its unread replies make it unusable."""
-        self._queued = []
+        self._queued, self._executed = [], None
         if self._connection is not None:
             self._release(broken=True)
 

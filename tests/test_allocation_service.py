@@ -170,6 +170,53 @@ def test_raising_plugin_is_isolated(real_redis):
             in generate_latest(registry).decode())
 
 
+class Reading:
+    """Names a read per budgeted symbol; records the ``reads`` it is handed."""
+
+    def __init__(self):
+        self.asked_for, self.reads = [], []
+
+    @hookimpl
+    def read_commands(self, host, symbols, now):
+        self.asked_for.append((host, tuple(symbols), now))
+        return [("HGET", f"quantum:portfolio:budget:{symbol}", "budget_usd")
+                for symbol in symbols]
+
+    @hookimpl
+    def on_allocation_tick(self, tick, reads):
+        self.reads.append(reads)
+
+
+def test_plugin_reads_ride_round_trip_2_and_come_back_in_order(real_redis):
+    seed(real_redis, symbols=("ETHUSDT", "BTCUSDT"))
+    real_redis.hset("quantum:portfolio:budget:ETHUSDT", "budget_usd", "123.5")
+    reader = Reading()
+    service, _ = make(real_redis, plugins=[("reader", reader)])
+    assert service.step() is not None
+    assert reader.asked_for == [("allocation", ("BTCUSDT", "ETHUSDT"), NOW)]
+    [reads] = reader.reads
+    assert (reads.symbols, reads.replies) == (("BTCUSDT", "ETHUSDT"), ["50000", "123.5"])
+
+
+def test_lost_plugin_reads_leave_the_tick_published(real_redis, monkeypatch):
+    """The connection drops after the host's own replies: the tick is still published, the
+    loss is counted, and the plugins are called with ``reads=None``."""
+    from governor_core.plugins import ReadRequest
+
+    def lost(self, replies):
+        raise redis.ConnectionError("gone")
+
+    seed(real_redis)
+    reader = Reading()
+    service, registry = make(real_redis, {"P29_MODE": "enforce"},
+                             plugins=[("reader", reader)])
+    monkeypatch.setattr(ReadRequest, "reads", lost)
+    assert service.step() is not None
+    assert reader.reads == [None]
+    assert real_redis.hget("quantum:allocation:target:BTCUSDT", "target_usd")
+    assert registry.get_sample_value("p29_redis_errors_total", {"op": "read"}) == 1.0
+
+
 def test_round_trips_are_constant_whatever_the_symbol_count(real_redis, redis_server):
     counts = []
     for size in (3, 1200):  # 1,200 symbols: writes go out in several chunks

@@ -35,8 +35,9 @@ from governor_core.allocation.inputs import (
 )
 from governor_core.allocation.model import AllocationTick
 from governor_core.allocation.publish import publish_chunks
+from governor_core.hookspecs import Reads
 from governor_core.metrics import SymbolSeries
-from governor_core.plugins import NO_READS, PluginHost, PluginReads
+from governor_core.plugins import NO_READS, PluginHost, PluginReads, ReadRequest
 from governor_core.redis_io import REDIS_OUTAGE_ERRORS, Backoff, CommandStream, execute_commands
 
 log = logging.getLogger("quantum.allocation")
@@ -158,32 +159,49 @@ class AllocationService:
             log.error("input read failed, cycle skipped: %s", replies[1])
             return None
         listing = parse_listing(replies[1:], now, config.stale_data_sec, config.cluster_map)
-        request, values, reads = NO_READS, [], {}
-        if not listing.portfolio_problem:
-            if self._plugin_reads:
-                request = self._plugin_reads.request(listing.symbols, now)
-            own = len(listing.symbols) + len(listing.stress_clusters)
-            values = execute_commands(self.redis, [*self._value_commands.commands(listing),
-                                                   *request.commands])
-            values, reads = values[:own], request.reads(values[own:])
-        snapshot = parse_values(listing, values, now, config.stale_data_sec)
-        self._record_inputs(snapshot)
-        if snapshot.portfolio_problem:
+        if listing.portfolio_problem:
+            self._record_inputs(parse_values(listing, [], now, config.stale_data_sec))
             log.warning("portfolio state %s: cycle skipped, nothing written",
-                        snapshot.portfolio_problem, extra={"data_source": "portfolio"})
+                        listing.portfolio_problem, extra={"data_source": "portfolio"})
             return None
 
-        formula = config.formula
-        tick = AllocationTick(
-            ts=now, mode=config.mode, equity_usd=snapshot.equity_usd,
-            drawdown=snapshot.drawdown,
-            targets=compute_targets(snapshot.equity_usd, snapshot.drawdown, snapshot.regime,
-                                    snapshot.symbols, snapshot.clusters, formula),
-            max_symbol_usd=formula.max_symbol_pct * snapshot.equity_usd,
-            max_cluster_usd=formula.max_cluster_pct * snapshot.equity_usd)
-        # One round trip for every write, sent in chunks. The plugins run while Redis is
-        # still applying them (their commands queue behind ours); the replies are checked
-        # after, so Redis's time on the writes overlaps the plugins' own work.
+        # Round trip 2: the host's values, then the plugins' reads. The host judges its
+        # replies and computes the tick while Redis is still answering the plugins' reads;
+        # those replies are collected just before the plugins are called.
+        request = (self._plugin_reads.request(listing.symbols, now) if self._plugin_reads
+                   else NO_READS)
+        values = CommandStream(self.redis)
+        try:
+            values.send([*self._value_commands.commands(listing), *request.commands])
+            snapshot = parse_values(
+                listing, values.take(len(listing.symbols) + len(listing.stress_clusters)),
+                now, config.stale_data_sec)
+            self._record_inputs(snapshot)
+            formula = config.formula
+            tick = AllocationTick(
+                ts=now, mode=config.mode, equity_usd=snapshot.equity_usd,
+                drawdown=snapshot.drawdown,
+                targets=compute_targets(snapshot.equity_usd, snapshot.drawdown,
+                                        snapshot.regime, snapshot.symbols, snapshot.clusters,
+                                        formula),
+                max_symbol_usd=formula.max_symbol_pct * snapshot.equity_usd,
+                max_cluster_usd=formula.max_cluster_pct * snapshot.equity_usd)
+            self._publish(tick, now, lambda: self._plugin_replies(request, values))
+        finally:
+            values.abandon()
+        log.info("allocation cycle complete", extra={"count": len(tick.targets),
+                                                     "mode": tick.mode})
+        return tick
+
+    def _publish(self, tick: AllocationTick, now: float,
+                 plugin_reads: Callable[[], dict[str, Reads]]) -> None:
+        """Send every write of the tick, run the plugins, then check the write replies.
+
+        One round trip for every write, sent in chunks. The plugins run while Redis is still
+        applying them (their commands queue behind ours); the replies are checked after, so
+        Redis's time on the writes overlaps the plugins' own work.
+        """
+        config = self.config
         writes = CommandStream(self.redis)
         try:
             for chunk in publish_chunks(tick, stream_maxlen=config.stream_maxlen,
@@ -192,6 +210,7 @@ class AllocationService:
             self.metrics.record(tick)
             if tick.targets:
                 self.metrics.drawdown_factor.set(tick.targets[0].drawdown_factor)
+            reads = plugin_reads()
             kwargs = {"tick": tick, "redis": self.redis, "now": now}
             for impl in self._tick_impls:
                 kwargs["reads"] = reads.get(impl.plugin)
@@ -203,9 +222,18 @@ class AllocationService:
             self.metrics.redis_errors.labels(op="write").inc(len(failed))
             log.error("%d allocation writes refused by Redis, e.g. %s", len(failed), failed[0],
                       extra={"count": len(failed)})
-        log.info("allocation cycle complete", extra={"count": len(tick.targets),
-                                                     "mode": tick.mode})
-        return tick
+
+    def _plugin_replies(self, request: ReadRequest, values: CommandStream
+                        ) -> dict[str, Reads]:
+        """The plugins' reads from round trip 2. If they are lost (the connection dropped
+        after the host's own replies), the plugins get ``reads=None`` and may read on
+        their own: the tick's writes are already on their way."""
+        try:
+            return request.reads(values.replies())
+        except REDIS_OUTAGE_ERRORS as exc:
+            self.metrics.redis_errors.labels(op="read").inc()
+            log.error("plugin reads lost, plugins called without them: %s", exc)
+            return {}
 
     def _record_inputs(self, snapshot: Snapshot) -> None:
         metrics = self.metrics
