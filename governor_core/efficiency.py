@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from redis.exceptions import RedisError
 
 from governor_core.plans import parse_decimal
-from governor_core.redis_io import Packed, bulk, execute_commands
+from governor_core.redis_io import execute_commands
 
 EFFICIENCY_KEY = "quantum:capital:efficiency:{}"
 FUTURE_SKEW_SEC = 30.0
@@ -50,7 +50,6 @@ INVALID = EfficiencyReading("invalid_eff")
 REDIS_ERROR = EfficiencyReading("redis_error")
 #: The fields the rules use; plugins read only these (``HMGET``).
 EFFICIENCY_FIELDS = ("efficiency_score", "confidence", "ts")
-_HMGET_TAIL = "".join(map(bulk, EFFICIENCY_FIELDS))
 
 
 def _unit(text: str | None) -> float | None:
@@ -96,10 +95,6 @@ def _judge(parsed: Parsed, now: float, min_conf: float, stale_sec: float) -> Eff
     return EfficiencyReading("ok", score, confidence)
 
 
-def _hmget(symbol: str) -> str:
-    return f"*5\r\n$5\r\nHMGET\r\n{bulk(EFFICIENCY_KEY.format(symbol))}{_HMGET_TAIL}"
-
-
 def read_efficiencies(redis: Any, symbols: list[str], now: float, *, min_conf: float,
                       stale_sec: float) -> list[EfficiencyReading]:
     """Every symbol's reading, in order, from one round trip (one ``HMGET`` per symbol).
@@ -129,12 +124,16 @@ class EfficiencyReader:
                  max_entries: int = 100_000) -> None:
         self.min_conf, self.stale_sec, self.max_entries = min_conf, stale_sec, max_entries
         self._parsed: dict[tuple[str | None, ...], Parsed] = {}
-        self._commands: dict[str, str] = {}  # symbol -> its HMGET, encoded
         self._tuples: dict[str, tuple[str, ...]] = {}  # symbol -> its HMGET
 
     def commands(self, symbols: Sequence[str]) -> list[tuple[str, ...]]:
         """One ``HMGET`` per symbol, for a host's ``read_commands`` round trip; the replies
         go to :meth:`judge`."""
+        return self._hmgets(symbols)
+
+    def _hmgets(self, symbols: Sequence[str]) -> list[tuple[str, ...]]:
+        """The same tuple object for a symbol every time (hosts remember its encoding by
+        identity)."""
         tuples = self._tuples
         if len(tuples) > self.max_entries:
             tuples.clear()
@@ -143,14 +142,10 @@ class EfficiencyReader:
             for symbol in symbols]
 
     def read(self, redis: Any, symbols: list[str], now: float) -> list[EfficiencyReading]:
-        """Read and judge in one round trip of the caller's own."""
-        commands = self._commands
-        if len(commands) > self.max_entries:
-            commands.clear()
-        wire = "".join([commands.get(symbol) or commands.setdefault(symbol, _hmget(symbol))
-                        for symbol in symbols])
+        """Read and judge in one round trip of the caller's own (the fallback when a host
+        did not read for the plugin)."""
         try:
-            replies = execute_commands(redis, [Packed(wire.encode(), len(symbols))])
+            replies = execute_commands(redis, self._hmgets(symbols))
         except (RedisError, OSError):
             return [REDIS_ERROR] * len(symbols)
         return self.judge(replies, now)
