@@ -2,14 +2,21 @@
 
 Starts its own ``redis-server`` on a free port, fills it with budgets, cluster stresses, a
 cluster map, efficiency hashes, a portfolio and a regime, then runs several ticks per size
-through the real service (plugins loaded from their entry points) and prints the median
-milliseconds per tick and the Redis round trips per tick.
+through the real service (plugins loaded from their entry points) and prints, per size:
+
+* the median milliseconds per tick (wall clock) and the Redis round trips per tick;
+* the median CPU milliseconds per tick of the Redis server and of this process (the
+  service), which run at the same time on different cores;
+* the floor: one tick's exact bytes, recorded and sent again by a client that does nothing
+  else (:mod:`tick_replay`), median wall milliseconds. No client of this Redis can do that
+  tick faster; the gap between it and the tick is the service's own time.
 
 Round trips are counted on the client (``tests/round_trips.py``): a send that has to wait for
 a reply; a pipeline sent in several chunks before any reply is read is one. The injected
 clock advances by ``LOOP_INTERVAL_SEC`` per tick so the shadow proposer runs on every tick.
 
-Usage: ``python bench/bench_allocation.py [--ticks N] [--sizes 100,1000,10000]``
+Usage: ``python bench/bench_allocation.py [--ticks N] [--sizes 100,1000,10000]
+[--mode enforce|shadow]``
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -26,8 +34,9 @@ from prometheus_client import CollectorRegistry
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from redis_server import start_redis  # noqa: E402
+from redis_server import RedisServer, start_redis  # noqa: E402
 from round_trips import RoundTrips  # noqa: E402
+from tick_replay import TickRecorder, replay, server_cpu_ms  # noqa: E402
 
 from governor_core.allocation.config import AllocationConfig  # noqa: E402
 from governor_core.allocation.service import AllocationService  # noqa: E402
@@ -64,30 +73,55 @@ def populate(client: redis.Redis, symbols: int, now: float) -> None:
     pipe.execute()
 
 
-def bench(url: str, symbols: int, ticks: int, mode: str) -> tuple[float, list[int], int]:
+@dataclass(frozen=True)
+class Result:
+    """Medians over the measured ticks (and over as many replays)."""
+
+    wall_ms: float
+    server_cpu_ms: float
+    client_cpu_ms: float
+    floor_ms: float
+    trips: list[int]
+    proposals: int
+
+
+def bench(server: RedisServer, symbols: int, ticks: int, mode: str) -> Result:
     # Staleness limits above the run's simulated span, so every tick computes every symbol.
-    env = {"REDIS_URL": url, "P29_MODE": mode, "LOOP_INTERVAL_SEC": str(STEP_SEC),
+    env = {"REDIS_URL": server.url, "P29_MODE": mode, "LOOP_INTERVAL_SEC": str(STEP_SEC),
            "STALE_DATA_SEC": "86400", "P31_STALE_SEC": "86400"}
     config = AllocationConfig.from_env(EnvReader(env))
     registry = CollectorRegistry()
     plugins = build_plugin_host("allocation", env, registry)
     assert "p29_shadow" in plugins.active, plugins.statuses
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = redis.Redis.from_url(server.url, decode_responses=True)
     populate(client, symbols, START)
-    clock = iter(START + STEP_SEC * i for i in range(ticks + 1))
+    clock = iter(START + STEP_SEC * i for i in range(ticks + 2))
     service = AllocationService(config, client, plugins, registry, clock=lambda: next(clock))
     service.step()  # warm-up: metric children, connection
-    durations, trips = [], []
+    pid = server.process.pid
+    walls, servers, clients, trips = [], [], [], []
     for _ in range(ticks):
         with RoundTrips() as counter:
+            server_started, client_started = server_cpu_ms(pid), time.process_time()
             started = time.perf_counter()
             tick = service.step()
-            durations.append((time.perf_counter() - started) * 1000)
+            walls.append((time.perf_counter() - started) * 1000)
+            clients.append((time.process_time() - client_started) * 1000)
+            servers.append(server_cpu_ms(pid) - server_started)
         assert tick is not None and len(tick.targets) == symbols
         trips.append(counter.count)
     proposals = client.xlen("quantum:stream:allocation.target.proposed")
+    with TickRecorder() as recorder:
+        assert service.step() is not None
+    floors = []
+    for _ in range(ticks):
+        started = time.perf_counter()
+        replay(recorder.events, "127.0.0.1", server.port)
+        floors.append((time.perf_counter() - started) * 1000)
     client.close()
-    return statistics.median(durations), trips, proposals
+    median = statistics.median
+    return Result(median(walls), median(servers), median(clients), median(floors), trips,
+                  proposals)
 
 
 def main() -> int:
@@ -99,12 +133,16 @@ def main() -> int:
     server = start_redis()
     try:
         print(f"allocation tick, mode={args.mode}, p29_shadow active, "
-              f"{args.ticks} ticks per size, real redis-server")
-        print(f"{'symbols':>8} {'median ms/tick':>15} {'round trips/tick':>17}")
+              f"{args.ticks} ticks per size, real redis-server; medians")
+        print(f"{'symbols':>8} {'ms/tick':>8} {'round trips':>12} {'Redis CPU ms':>13} "
+              f"{'service CPU ms':>15} {'floor ms':>9}")
         for size in (int(s) for s in args.sizes.split(",")):
-            median, trips, _ = bench(server.url, size, args.ticks, args.mode)
+            result = bench(server, size, args.ticks, args.mode)
+            trips = result.trips
             spread = f"{min(trips)}" if min(trips) == max(trips) else f"{min(trips)}-{max(trips)}"
-            print(f"{size:>8} {median:>15.1f} {spread:>17}")
+            print(f"{size:>8} {result.wall_ms:>8.1f} {spread:>12} {result.server_cpu_ms:>13.1f} "
+                  f"{result.client_cpu_ms:>15.1f} {result.floor_ms:>9.1f}")
+        print("floor: the same bytes sent again by a client that does nothing else")
     finally:
         server.stop()
     return 0

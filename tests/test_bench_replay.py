@@ -1,0 +1,88 @@
+"""The allocation benchmark's floor (``bench/tick_replay.py``) replays exactly one tick:
+the same writes land again, in the same connections' order, and a refused command is not
+mistaken for a fast one."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import redis
+from conftest import ROOT
+from prometheus_client import CollectorRegistry
+
+from governor_core.allocation.config import AllocationConfig
+from governor_core.allocation.service import AllocationService
+from governor_core.config import EnvReader
+from governor_core.plugins import build_plugin_host
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_allocation import START, populate
+from tick_replay import TickRecorder, replay, server_cpu_ms
+
+pytestmark = pytest.mark.redis
+
+DECISIONS = "quantum:stream:allocation.decision"
+PROPOSALS = "quantum:stream:allocation.target.proposed"
+
+
+def _state(client: redis.Redis) -> dict[str, object]:
+    """Every key's content, stream entries without their ids (Redis assigns those)."""
+    state: dict[str, object] = {}
+    for key in sorted(client.keys("*")):
+        kind = client.type(key)
+        if kind == "hash":
+            state[key] = client.hgetall(key)
+        elif kind == "stream":
+            state[key] = [fields for _, fields in client.xrange(key)]
+    return state
+
+
+def test_replay_writes_what_the_tick_wrote(redis_server, real_redis) -> None:
+    env = {"REDIS_URL": redis_server.url, "P29_MODE": "enforce", "STALE_DATA_SEC": "86400",
+           "P31_STALE_SEC": "86400"}
+    registry = CollectorRegistry()
+    service = AllocationService(AllocationConfig.from_env(EnvReader(env)),
+                                redis.Redis.from_url(redis_server.url, decode_responses=True),
+                                build_plugin_host("allocation", env, registry), registry,
+                                clock=lambda: START)
+    populate(real_redis, 30, START)
+    with TickRecorder() as recorder:
+        tick = service.step()
+    assert tick is not None and len(tick.targets) == 30
+    after_tick = _state(real_redis)
+    assert len(after_tick[DECISIONS]) == 30 and len(after_tick[PROPOSALS]) == 30
+
+    # Undo the tick's writes; the replay must bring back exactly the same state.
+    outputs = [key for key in after_tick if key.startswith("quantum:allocation:")]
+    assert len(outputs) == 60  # 30 live targets (enforce) and 30 proposals
+    real_redis.delete(DECISIONS, PROPOSALS, *outputs)
+    sent = real_redis.info("stats")["total_commands_processed"]
+    replay(recorder.events, "127.0.0.1", redis_server.port)
+    replayed = real_redis.info("stats")["total_commands_processed"] - sent - 1  # - INFO
+    # Every command of the tick and nothing else: the listing (SCRIPT LOAD, EVALSHA and the
+    # KEYS inside it, HGETALL portfolio, XREVRANGE regime, HGETALL cluster map), the value
+    # reads (budgets, stresses, efficiencies), decision + HSET + EXPIRE per target and
+    # XADD + HSET + EXPIRE per proposal.
+    assert replayed == 6 + (30 + 3 + 30) + 3 * 30 + 3 * 30
+    assert _state(real_redis) == after_tick
+    for key in outputs:
+        assert real_redis.ttl(key) > 0
+
+
+def test_replay_raises_on_a_refused_command(redis_server, real_redis) -> None:
+    real_redis.set("plain", "x")
+    events = [("send", 1, b"*2\r\n$7\r\nHGETALL\r\n$5\r\nplain\r\n"), ("read", 1, 1)]
+    with pytest.raises(RuntimeError, match="WRONGTYPE"):
+        replay(events, "127.0.0.1", redis_server.port)
+
+
+def test_server_cpu_ms_grows_with_work(redis_server, real_redis) -> None:
+    pid = redis_server.process.pid
+    before = server_cpu_ms(pid)
+    pipe = real_redis.pipeline(transaction=False)
+    for i in range(20_000):
+        pipe.set(f"k{i}", i)
+    pipe.execute()
+    assert server_cpu_ms(pid) > before
