@@ -82,7 +82,6 @@ class Result:
     client_cpu_ms: float
     floor_ms: float
     trips: list[int]
-    proposals: int
 
 
 def bench(server: RedisServer, symbols: int, ticks: int, mode: str) -> Result:
@@ -110,7 +109,6 @@ def bench(server: RedisServer, symbols: int, ticks: int, mode: str) -> Result:
             servers.append(server_cpu_ms(pid) - server_started)
         assert tick is not None and len(tick.targets) == symbols
         trips.append(counter.count)
-    proposals = client.xlen("quantum:stream:allocation.target.proposed")
     with TickRecorder() as recorder:
         assert service.step() is not None
     floors = []
@@ -120,8 +118,7 @@ def bench(server: RedisServer, symbols: int, ticks: int, mode: str) -> Result:
         floors.append((time.perf_counter() - started) * 1000)
     client.close()
     median = statistics.median
-    return Result(median(walls), median(servers), median(clients), median(floors), trips,
-                  proposals)
+    return Result(median(walls), median(servers), median(clients), median(floors), trips)
 
 
 def main() -> int:
