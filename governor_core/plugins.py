@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from governor_core import hookspecs
 from governor_core.hookspecs import READ_COMMANDS, Reads
-from governor_core.redis_io import Packed, bulk
+from governor_core.wire import Packed, bulk
 
 log = logging.getLogger("quantum.plugins")
 

@@ -31,7 +31,7 @@ from governor_core.allocation.publish import (
 from governor_core.efficiency import EfficiencyReading
 from governor_core.metrics import SymbolSeries
 from governor_core.plans import _DECIMAL, parse_decimal
-from governor_core.redis_io import Packed, bulk
+from governor_core.wire import Packed, bulk
 
 NOW = 1_800_000_000.0
 

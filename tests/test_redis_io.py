@@ -7,7 +7,8 @@ import fakeredis
 import pytest
 import redis
 
-from governor_core.redis_io import CommandStream, Packed, bulk, execute_commands
+from governor_core.redis_io import CommandStream, execute_commands
+from governor_core.wire import Packed, bulk
 
 COMMANDS = [("HSET", "h", "f", "v"), ("HGET", "h", "f"), ("GET", "h"),
             Packed.of(*map(bulk, ("GET", "missing"))), ("INCR", "n"), ("INCR", "n")]

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 
 from governor_core.allocation.formula import REGIMES, ClusterInput, SymbolInput
 from governor_core.plans import parse_decimal, parse_signed_decimal
-from governor_core.redis_io import Command, Packed, bulk_column
+from governor_core.redis_io import Command
+from governor_core.wire import Packed, bulk_column
 
 PORTFOLIO_KEY = "quantum:state:portfolio"
 BUDGET_PREFIX = "quantum:portfolio:budget:"

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from operator import attrgetter
 
 from governor_core.allocation.model import AllocationTarget, AllocationTick
-from governor_core.redis_io import Packed, bulk, bulk_column
+from governor_core.wire import Packed, bulk, bulk_column
 
 DECISION_STREAM = "quantum:stream:allocation.decision"
 TARGET_PREFIX = "quantum:allocation:target:"

@@ -26,7 +26,7 @@ from governor_core.governor.gates import refused_fields
 from governor_core.hookspecs import Reads, SymbolFields
 from governor_core.plans import Plan
 from governor_core.plugins import PluginHost
-from governor_core.redis_io import bulk
+from governor_core.wire import bulk
 
 log = logging.getLogger("quantum.governor")
 

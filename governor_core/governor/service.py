@@ -59,10 +59,9 @@ from governor_core.redis_io import (
     Backoff,
     Command,
     CommandStream,
-    Packed,
-    bulk,
     execute_commands,
 )
+from governor_core.wire import Packed, bulk
 
 log = logging.getLogger("quantum.governor")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from governor_core.allocation.publish import fmt_usd, fmt_usd_column
 from governor_core.config import ConfigError, EnvReader
 from governor_core.efficiency import EfficiencyReading, fmt4
-from governor_core.redis_io import Packed, bulk, bulk_column
+from governor_core.wire import Packed, bulk, bulk_column
 
 DEFAULT_STREAM = "quantum:stream:allocation.target.proposed"
 PROPOSED_PREFIX = "quantum:allocation:target:proposed:"
