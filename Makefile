@@ -11,7 +11,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml plugins/p31_efficiency/pyproject.toml plugins/p29_shadow/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]' -e plugins/p31_efficiency -e plugins/p29_shadow
+	$(BIN)/pip install --quiet -e '.[test,demo]' -e 'plugins/p31_efficiency[test]' \
+	  -e 'plugins/p29_shadow[test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -33,7 +34,7 @@ promtool:
 
 test: $(STAMP) redis-server promtool
 	$(BIN)/ruff check governor_core plugins tests scripts bench
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests plugins/p31_efficiency/tests plugins/p29_shadow/tests
 
 bench: $(STAMP) redis-server
 	$(BIN)/python bench/bench_governor.py

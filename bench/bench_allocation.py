@@ -8,12 +8,13 @@ through the real service (plugins loaded from their entry points) and prints, pe
 * the median CPU milliseconds per tick of the Redis server and of this process (the
   service), which run at the same time on different cores;
 * the floor: one tick's exact bytes, recorded and sent again by a client that does nothing
-  else (:mod:`tick_replay`), median wall milliseconds. No client of this Redis can do that
-  tick faster; the gap between it and the tick is the service's own time.
+  else (:mod:`governor_core.testing.replay`), median wall milliseconds. No client of this
+  Redis can do that tick faster; the gap between it and the tick is the service's own time.
 
-Round trips are counted on the client (``tests/round_trips.py``): a send that has to wait for
-a reply; a pipeline sent in several chunks before any reply is read is one. The injected
-clock advances by ``LOOP_INTERVAL_SEC`` per tick so the shadow proposer runs on every tick.
+Round trips are counted on the client (:class:`governor_core.testing.RoundTrips`): a send
+that has to wait for a reply; a pipeline sent in several chunks before any reply is read is
+one. The injected clock advances by ``LOOP_INTERVAL_SEC`` per tick so the shadow proposer
+runs on every tick.
 
 Usage: ``python bench/bench_allocation.py [--ticks N] [--sizes 100,1000,10000]
 [--mode enforce|shadow]``
@@ -26,22 +27,16 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis
 from prometheus_client import CollectorRegistry
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from redis_server import RedisServer, start_redis  # noqa: E402
-from round_trips import RoundTrips  # noqa: E402
-from tick_replay import TickRecorder, replay, server_cpu_ms  # noqa: E402
-
-from governor_core.allocation.config import AllocationConfig  # noqa: E402
-from governor_core.allocation.service import AllocationService  # noqa: E402
-from governor_core.config import EnvReader  # noqa: E402
-from governor_core.plugins import build_plugin_host  # noqa: E402
+from governor_core.allocation.config import AllocationConfig
+from governor_core.allocation.service import AllocationService
+from governor_core.config import EnvReader
+from governor_core.plugins import build_plugin_host
+from governor_core.testing import RedisServer, RoundTrips, observed_client, start_redis
+from governor_core.testing.replay import TickRecorder, replay, server_cpu_ms
 
 START = 1_800_000_000.0
 STEP_SEC = 10.0
@@ -92,7 +87,8 @@ def bench(server: RedisServer, symbols: int, ticks: int, mode: str) -> Result:
     registry = CollectorRegistry()
     plugins = build_plugin_host("allocation", env, registry)
     assert "p29_shadow" in plugins.active, plugins.statuses
-    client = redis.Redis.from_url(server.url, decode_responses=True)
+    counter, recorder = RoundTrips(), TickRecorder()
+    client = observed_client(server.url, counter, recorder)  # the production client
     populate(client, symbols, START)
     clock = iter(START + STEP_SEC * i for i in range(ticks + 2))
     service = AllocationService(config, client, plugins, registry, clock=lambda: next(clock))
@@ -100,7 +96,7 @@ def bench(server: RedisServer, symbols: int, ticks: int, mode: str) -> Result:
     pid = server.process.pid
     walls, servers, clients, trips = [], [], [], []
     for _ in range(ticks):
-        with RoundTrips() as counter:
+        with counter:
             server_started, client_started = server_cpu_ms(pid), time.process_time()
             started = time.perf_counter()
             tick = service.step()
@@ -109,7 +105,7 @@ def bench(server: RedisServer, symbols: int, ticks: int, mode: str) -> Result:
             servers.append(server_cpu_ms(pid) - server_started)
         assert tick is not None and len(tick.targets) == symbols
         trips.append(counter.count)
-    with TickRecorder() as recorder:
+    with recorder:
         assert service.step() is not None
     floors = []
     for _ in range(ticks):

@@ -20,22 +20,19 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import redis
 from prometheus_client import CollectorRegistry
 
+from governor_core.config import EnvReader, GovernorConfig
+from governor_core.governor.service import PLAN_STREAM, GovernorService
+from governor_core.plugins import build_plugin_host
+from governor_core.redis_io import connect
+from governor_core.testing import RedisServer, free_port, start_redis
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from redis_server import RedisServer, free_port, start_redis  # noqa: E402
-
-from governor_core.config import EnvReader, GovernorConfig  # noqa: E402
-from governor_core.governor.service import PLAN_STREAM, GovernorService  # noqa: E402
-from governor_core.plugins import build_plugin_host  # noqa: E402
-from governor_core.redis_io import connect  # noqa: E402
 
 SYMBOLS = [f"S{i:03d}USDT" for i in range(50)]
 

@@ -1,25 +1,38 @@
-"""The allocation benchmark's floor (``bench/tick_replay.py``) replays exactly one tick:
-the same writes land again, in the same connections' order, and a refused command is not
-mistaken for a fast one."""
+"""The allocation benchmark's floor (``governor_core.testing.replay``) replays exactly one
+tick: the same writes land again, in the same connections' order, and a refused command is
+not mistaken for a fast one."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
+from pathlib import Path
 
 import pytest
 import redis
-from conftest import ROOT
 from prometheus_client import CollectorRegistry
 
 from governor_core.allocation.config import AllocationConfig
 from governor_core.allocation.service import AllocationService
 from governor_core.config import EnvReader
 from governor_core.plugins import build_plugin_host
+from governor_core.testing.replay import TickRecorder, replay, server_cpu_ms
 
-sys.path.insert(0, str(ROOT / "bench"))
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_allocation.py"
 
-from bench_allocation import START, populate
-from tick_replay import TickRecorder, replay, server_cpu_ms
+
+def _load_bench():
+    """``bench/bench_allocation.py`` as a module (a script, not on any import path)."""
+    spec = importlib.util.spec_from_file_location("bench_allocation", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+bench_allocation = _load_bench()
+START, populate = bench_allocation.START, bench_allocation.populate
 
 pytestmark = pytest.mark.redis
 
@@ -43,12 +56,14 @@ def test_replay_writes_what_the_tick_wrote(redis_server, real_redis) -> None:
     env = {"REDIS_URL": redis_server.url, "P29_MODE": "enforce", "STALE_DATA_SEC": "86400",
            "P31_STALE_SEC": "86400"}
     registry = CollectorRegistry()
+    recorder = TickRecorder()
     service = AllocationService(AllocationConfig.from_env(EnvReader(env)),
-                                redis.Redis.from_url(redis_server.url, decode_responses=True),
+                                recorder.client(redis_server.url),
                                 build_plugin_host("allocation", env, registry), registry,
                                 clock=lambda: START)
     populate(real_redis, 30, START)
-    with TickRecorder() as recorder:
+    service.prepare()  # as the run loop does: the Lua scripts are loaded before a tick
+    with recorder:
         tick = service.step()
     assert tick is not None and len(tick.targets) == 30
     after_tick = _state(real_redis)
@@ -61,11 +76,11 @@ def test_replay_writes_what_the_tick_wrote(redis_server, real_redis) -> None:
     sent = real_redis.info("stats")["total_commands_processed"]
     replay(recorder.events, "127.0.0.1", redis_server.port)
     replayed = real_redis.info("stats")["total_commands_processed"] - sent - 1  # - INFO
-    # Every command of the tick and nothing else: the listing (SCRIPT LOAD, EVALSHA and the
-    # KEYS inside it, HGETALL portfolio, XREVRANGE regime, HGETALL cluster map), the value
+    # Every command of the tick and nothing else: the listing (EVALSHA and the KEYS inside
+    # it, HGETALL portfolio, XREVRANGE regime, HGETALL cluster map), the value
     # reads (budgets, stresses, efficiencies), decision + HSET + EXPIRE per target and
     # XADD + HSET + EXPIRE per proposal.
-    assert replayed == 6 + (30 + 3 + 30) + 3 * 30 + 3 * 30
+    assert replayed == 5 + (30 + 3 + 30) + 3 * 30 + 3 * 30
     assert _state(real_redis) == after_tick
     for key in outputs:
         assert real_redis.ttl(key) > 0

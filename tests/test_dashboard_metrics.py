@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis_server import RedisServer, free_port
+
+from governor_core.testing import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "quantum-governor.json"
@@ -60,7 +61,7 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
-def test_metric_names_parser() -> None:
+def test_metric_names_of_a_promql_expression() -> None:
     expr = ('histogram_quantile(0.99, sum by (le, job) (rate(p29_loop_duration_seconds_bucket'
             '{job="x", instance=~"$instance"}[$__rate_interval]))) > 2 and on (job) '
             'up{job="a"} == 1 unless sum without (symbol) (x_total offset 5m) * 60')

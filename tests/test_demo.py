@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis_server import RedisServer, start_redis
 
 from governor_core.demo import run_demo
 from governor_core.demo.display import Header, SymbolState, render_row, render_table
 from governor_core.demo.market import SCRIPT_SEC, SYMBOLS, market_second
-from governor_core.runtime import EXIT_CONFIG
+from governor_core.runtime import EXIT_CONFIG, StartupError
+from governor_core.testing import RedisServer, start_redis
 
 CLI = str(Path(sys.executable).parent / "quantum-governor")
 
@@ -114,6 +114,19 @@ def test_bad_duration_is_one_line() -> None:
     result = demo("--duration", "-1")
     assert result.returncode == EXIT_CONFIG
     assert result.stderr.strip().count("\n") == 0 and "--duration" in result.stderr
+
+
+def test_missing_fakeredis_is_one_line_naming_the_extra(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "fakeredis", None)  # as if not installed
+    out = io.StringIO()
+    with pytest.raises(StartupError) as refused:
+        run_demo(duration=0, out=out)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("quantum-governor demo: ")
+    assert "fakeredis" in message and "quantum-governor[demo]" in message
+    assert "--redis-url" in message
+    assert out.getvalue() == ""
 
 
 def test_ctrl_c_still_prints_the_summary() -> None:

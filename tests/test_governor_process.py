@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis_server import RedisServer, free_port, start_redis
+
+from governor_core.testing import RedisServer, free_port, start_redis
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

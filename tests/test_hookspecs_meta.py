@@ -12,6 +12,8 @@ from governor_core import hookspecs
 from governor_core.plugins import HOOK_NAMES
 
 TESTS = Path(__file__).resolve().parent
+#: The host's tests and each plugin distribution's own (``plugins/*/tests``).
+TEST_DIRS = [TESTS, *sorted(TESTS.parent.glob("plugins/*/tests"))]
 
 
 def hookspec_names() -> list[str]:
@@ -40,6 +42,6 @@ def test_hookspec_is_documented(name: str) -> None:
 @pytest.mark.parametrize("name", hookspec_names())
 def test_hookspec_has_a_test(name: str) -> None:
     this = Path(__file__).resolve()
-    users = [path.name for path in TESTS.glob("test_*.py")
+    users = [path.name for tests in TEST_DIRS for path in tests.glob("test_*.py")
              if path != this and re.search(rf"\b{name}\b", path.read_text())]
     assert users, f"no test file calls or implements the hook {name}"

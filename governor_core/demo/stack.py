@@ -85,7 +85,13 @@ class DemoStack:
 
 def client_factory(redis_url: str | None) -> Callable[[], redis.Redis]:
     if redis_url is None:
-        import fakeredis
+        try:
+            import fakeredis  # the demo extra: the host itself does not depend on it
+        except ModuleNotFoundError:
+            raise StartupError(
+                f"{PROG}: the embedded Redis needs fakeredis, which is not installed: "
+                "pip install 'quantum-governor[demo]', or pass --redis-url redis://HOST:PORT/DB"
+            ) from None
 
         server = fakeredis.FakeServer()
         return lambda: fakeredis.FakeRedis(server=server, decode_responses=True)

@@ -2,7 +2,8 @@
 send them again from a client that does nothing else.
 
 :class:`TickRecorder` notes, per connection and in order, every send (the RESP bytes) and
-every read (how many replies the service waited for). :func:`replay` sends the same bytes in
+every read (how many replies the service waited for), on a production client built to be
+observed (:func:`governor_core.testing.observed_client`). :func:`replay` sends the same bytes in
 the same order on fresh sockets and waits for the same reply counts, with no encoding,
 decoding or computing in between. Its wall time is the floor any client of this Redis could
 reach for that tick (Redis executes commands on one thread); its Redis CPU time is what the
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 import hiredis
 import redis
 
-from governor_core import redis_io
+from governor_core.testing import ObservedConnection, observed_client
 
 
 def server_cpu_ms(pid: int) -> float:
@@ -33,56 +35,50 @@ def server_cpu_ms(pid: int) -> float:
 
 @dataclass
 class TickRecorder:
-    """Patches the two I/O points of the service's Redis layer while active.
+    """Records what the clients made by :meth:`client` send and read, inside ``with`` blocks.
 
-    ``events`` is a list of ``("send", connection, bytes)`` and ``("read", connection,
-    reply count)``, connection being an opaque number that tells connections apart.
-    A connection opened while recording does its handshake (``HELLO``, ``CLIENT SETINFO``…)
-    through the same send, with replies redis-py reads itself: those sends are left out,
-    so a replay sends the service's commands only.
+    ``events`` is a list of ``("send", connection, bytes)``, one per ``send_packed_command``,
+    and ``("read", connection, reply count)``, one per run of ``read_response`` calls on one
+    connection with nothing recorded in between; connection is a number that tells
+    connections apart. A connection opened while recording does its handshake (``HELLO``,
+    ``CLIENT SETINFO``…) through the same send and read: that is left out, so a replay sends
+    the service's commands only. Entering a ``with`` block starts a new recording::
+
+        recorder = TickRecorder()
+        service = Service(recorder.client(url))
+        with recorder:
+            service.step()
+        replay(recorder.events, host, port)
     """
 
     events: list[tuple[str, int, bytes | int]] = field(default_factory=list)
+    recording: bool = field(default=False, init=False)
+
+    def client(self, url: str, **kw: Any) -> redis.Redis:
+        """The production client for ``url``, recorded here; ``kw`` go to ``connect``."""
+        return observed_client(url, self, **kw)
 
     def __enter__(self) -> TickRecorder:
-        connection = redis.connection.AbstractConnection
-        self._send = connection.send_packed_command
-        self._read = redis_io._read_replies
-        # redis-py >= 6 opens a connection in connect_check_health, older ones in connect.
-        self._connect_name = ("connect_check_health" if hasattr(connection,
-                                                                "connect_check_health")
-                              else "connect")
-        self._connect = getattr(connection, self._connect_name)
-        send, read, connect, events = self._send, self._read, self._connect, self.events
-        opening: set[int] = set()
-
-        def recording_send(conn: object, command: object, check_health: bool = True) -> None:
-            if id(conn) not in opening:
-                data = b"".join(command) if isinstance(command, list | tuple) else command
-                events.append(("send", id(conn), bytes(data)))
-            send(conn, command, check_health)
-
-        def noting_connect(conn: object, *args: object, **kwargs: object) -> object:
-            opening.add(id(conn))
-            try:
-                return connect(conn, *args, **kwargs)
-            finally:
-                opening.discard(id(conn))
-
-        def recording_read(conn: object, count: int) -> list[object]:
-            events.append(("read", id(conn), count))
-            return read(conn, count)
-
-        connection.send_packed_command = recording_send
-        setattr(connection, self._connect_name, noting_connect)
-        redis_io._read_replies = recording_read
+        self.events.clear()
+        self.recording = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        connection = redis.connection.AbstractConnection
-        connection.send_packed_command = self._send
-        setattr(connection, self._connect_name, self._connect)
-        redis_io._read_replies = self._read
+        self.recording = False
+
+    def sent(self, connection: ObservedConnection, command: Any, new_round_trip: bool) -> None:
+        if self.recording and not connection.opening:
+            data = b"".join(command) if isinstance(command, list | tuple) else command
+            self.events.append(("send", connection.serial, bytes(data)))
+
+    def read(self, connection: ObservedConnection) -> None:
+        if not self.recording or connection.opening:
+            return
+        events, serial = self.events, connection.serial
+        if events and events[-1][0] == "read" and events[-1][1] == serial:
+            events[-1] = ("read", serial, int(events[-1][2]) + 1)
+        else:
+            events.append(("read", serial, 1))
 
 
 def replay(events: list[tuple[str, int, bytes | int]], host: str, port: int) -> None:

@@ -163,7 +163,7 @@ def test_wrong_typed_efficiency_key_is_invalid_not_an_exception(fake_redis) -> N
                 max_size=4),
        st.sampled_from([1, 1000]))
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_remembering_reader_matches_the_rules_at_every_now(
+def test_remembered_readings_match_the_rules_at_every_now(
         contents: list[dict[str, str] | None], nows: list[float], max_entries: int) -> None:
     """EfficiencyReader keeps parsed numbers between reads; its readings must still be those
     of the pure rules for each read's own ``now`` (nothing clock-dependent remembered)."""
