@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,15 +16,6 @@ import redis
 
 from governor_core.config import RedisSettings
 from governor_core.wire import Packed
-
-try:
-    import hiredis as _hiredis
-except ImportError:  # pragma: no cover - hiredis is a declared dependency
-    _hiredis = None
-try:  # redis-py's "reader needs more data" marker; without it replies take the slow path
-    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
-except ImportError:  # pragma: no cover - a redis-py that moved it
-    _NOT_ENOUGH_DATA = None
 
 log = logging.getLogger("quantum.redis")
 
@@ -102,127 +94,141 @@ class CommandStream:
     next ones, so a caller that sends in chunks overlaps its own work with the server's.
     Replies come back in order, one per command: a command Redis refuses yields its
     :class:`redis.ResponseError` in the list (the others still run); a connection failure
-    raises. With hiredis each command is packed by one C call (redis-py's per-argument
-    Python packing dominated the governor's write path). Clients that are not plain
-    redis-py clients (fakeredis) get an ordinary pipeline, executed at :meth:`replies`.
+    raises. Clients that are not plain redis-py clients (fakeredis) get an ordinary
+    pipeline, executed at :meth:`replies`.
+
+    Only redis-py's public connection API is used: ``ConnectionPool.get_connection``,
+    ``Connection.pack_command``, ``send_packed_command`` and ``read_response``. The health
+    check redis-py runs before a send (a PING, when the connection was idle longer than
+    its ``health_check_interval``) is allowed on the first send only: on a later send the
+    PING's reply would queue behind this stream's pending replies, and redis-py would read
+    one of ours as its PONG.
+
+    Scripts sent as ``EVALSHA`` (:mod:`governor_core.scripts`) that Redis no longer has
+    (``NOSCRIPT``: a restart or ``SCRIPT FLUSH``) are loaded and run once more by
+    :meth:`replies`, in one more round trip after this stream's other commands; their
+    replies take the refused ones' places (the ``register_script`` semantics of redis-py).
     """
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
-        self._fast = _hiredis is not None and type(client) is redis.Redis
+        self._direct = type(client) is redis.Redis
         self._connection: Any = None
-        self._sent = 0
-        self._queued: list[Command | Packed] = []
-        self._executed: list[object] | None = None  # the pipeline's results (not fast)
+        self._sent: list[Command | Packed] = []
+        self._awaited = 0  # replies sent for and not read yet
+        self._taken = 0  # replies handed out by take()
+        self._results: list[object] | None = None  # the pipeline's, when not direct
 
     def send(self, commands: list[Command | Packed]) -> None:
         if not commands:
             return
-        if not self._fast:
-            self._queued.extend(commands)
+        self._sent.extend(commands)
+        if not self._direct:
             return
-        if self._connection is None:
+        first = self._connection is None
+        if first:
             self._connection = self._client.connection_pool.get_connection()
+        connection = self._connection
         try:
-            self._connection.send_packed_command([b"".join(
-                [c.wire if type(c) is Packed else _hiredis.pack_command(c) for c in commands])])
+            connection.send_packed_command(
+                [item.wire if type(item) is Packed else b"".join(
+                    connection.pack_command(*item)) for item in commands],
+                check_health=first)
         except BaseException:
             self._release(broken=True)
             raise
-        self._sent += sum([c.count if type(c) is Packed else 1 for c in commands])
+        self._awaited += sum([item.count if type(item) is Packed else 1 for item in commands])
 
     def take(self, count: int) -> list[object]:
-        """The next ``count`` replies (as :meth:`replies` gives them), leaving the rest to
-        later calls: the caller works on the first replies while Redis still runs the
-        commands behind them. Nothing more may be sent on this stream afterwards."""
-        if not self._fast:
-            if self._executed is None:
-                self._executed = self._execute_queued()
-            taken, self._executed = self._executed[:count], self._executed[count:]
-            return taken
-        if count > self._sent:
-            raise ValueError(f"{count} replies asked for, {self._sent} awaited")
-        try:
-            taken = _read_replies(self._connection, count) if count else []
-        except BaseException:
-            self._release(broken=True)
-            raise
-        self._sent -= count
+        """The next ``count`` replies (as :meth:`replies` gives them, but without the
+        ``NOSCRIPT`` retry), leaving the rest to later calls: the caller works on the first
+        replies while Redis still runs the commands behind them. Nothing more may be sent
+        on this stream afterwards."""
+        if not self._direct:
+            return self._pipeline_replies(count)
+        if count > self._awaited:
+            raise ValueError(f"{count} replies asked for, {self._awaited} awaited")
+        taken = self._read(count)
+        self._taken += count
         return taken
 
     def replies(self) -> list[object]:
         """Every reply not yet taken, in order; the connection goes back to the pool."""
-        if not self._fast:
-            rest = self._executed if self._executed is not None else self._execute_queued()
-            self._executed = None
-            return rest
-        connection = self._connection
-        if connection is None:
+        first = self._taken
+        if not self._direct:
+            replies = self._pipeline_replies(None)
+        elif self._connection is None:
             return []
-        try:
-            replies = _read_replies(connection, self._sent)
-        except BaseException:
-            self._release(broken=True)
-            raise
-        self._release(broken=False)
-        return replies
-
-    def _execute_queued(self) -> list[object]:
-        pipe = self._client.pipeline(transaction=False)
-        for item in self._queued:
-            for command in item.commands() if type(item) is Packed else [item]:
-                pipe.execute_command(*command)
-        self._queued = []
-        return pipe.execute(raise_on_error=False) if len(pipe) else []
+        else:
+            replies = self._read(self._awaited)
+            self._release(broken=False)
+        return self._run_missing_scripts(replies, first)
 
     def abandon(self) -> None:
         """Drop whatever was sent and not read (a no-op after :meth:`replies`): the
         connection is closed, since its unread replies make it unusable."""
-        self._queued, self._executed = [], None
+        self._sent, self._taken, self._results = [], 0, None
         if self._connection is not None:
             self._release(broken=True)
 
+    def _read(self, count: int) -> list[object]:
+        connection, replies = self._connection, []
+        append = replies.append
+        try:
+            for _ in range(count):
+                try:
+                    append(connection.read_response())
+                except redis.ResponseError as exc:
+                    append(exc)
+        except BaseException:
+            self._release(broken=True)
+            raise
+        self._awaited -= count
+        return replies
+
+    def _pipeline_replies(self, count: int | None) -> list[object]:
+        if self._results is None:  # the pipeline runs once, at the first read
+            pipe = self._client.pipeline(transaction=False)
+            for command in _decoded(self._sent):
+                pipe.execute_command(*command)
+            self._results = pipe.execute(raise_on_error=False) if len(pipe) else []
+        results = self._results
+        count = len(results) if count is None else count
+        taken, self._results = results[:count], results[count:]
+        self._taken += count
+        return taken
+
+    def _run_missing_scripts(self, replies: list[object], first: int) -> list[object]:
+        """``replies`` (from the ``first`` command sent on), with each ``NOSCRIPT`` refusal
+        replaced by the reply of the same command run again after loading its script."""
+        from governor_core.scripts import SCRIPTS, is_noscript
+
+        refused = [at for at, reply in enumerate(replies) if is_noscript(reply)]
+        if not refused:
+            return replies
+        commands = _decoded(self._sent)[first:]
+        again = [commands[at] for at in refused]
+        scripts = {script.sha: script for command in again
+                   if (script := SCRIPTS.by_sha(str(command[1]))) is not None}
+        log.warning("Redis had lost %d script(s); loading them again", len(scripts))
+        loads: list[Command | Packed] = [("SCRIPT", "LOAD", script.source)
+                                         for script in scripts.values()]
+        retried = execute_commands(self._client, [*loads, *again])[len(loads):]
+        for at, reply in zip(refused, retried, strict=True):
+            replies[at] = reply
+        return replies
+
     def _release(self, *, broken: bool) -> None:
-        if self._connection is not None:
+        if self._direct and self._connection is not None:
             if broken:
                 self._connection.disconnect()  # a half-read reply stream cannot be reused
             self._client.connection_pool.release(self._connection)
-        self._connection, self._sent = None, 0
+        self._connection, self._awaited = None, 0
 
 
-def _read_replies(connection: Any, count: int) -> list[object]:
-    """``count`` replies, in order; a refused command's :class:`redis.ResponseError` is kept
-    in the list.
-
-    With redis-py's hiredis parser the replies are taken straight from its reader, feeding
-    it from the socket when it runs dry: ``connection.read_response`` costs about 5 µs of
-    Python per reply, which at 10⁴ replies a tick was a fifth of the allocation cycle. The
-    parser's own reader and socket reads are used, so nothing is buffered beside it. Any
-    other parser (no hiredis, a future redis-py) takes the documented path.
-    """
-    parser = getattr(connection, "_parser", None)
-    reader = getattr(parser, "_reader", None)
-    feed = getattr(parser, "read_from_socket", None)
-    replies: list[object] = []
-    if (_hiredis is None or _NOT_ENOUGH_DATA is None or feed is None
-            or not isinstance(reader, _hiredis.Reader)):
-        for _ in range(count):
-            try:
-                replies.append(connection.read_response())
-            except redis.ResponseError as exc:
-                replies.append(exc)
-        return replies
-    gets, append = reader.gets, replies.append
-    while len(replies) < count:
-        reply = gets()
-        if reply is _NOT_ENOUGH_DATA:  # the parser's marker for "feed me more"
-            feed()  # raises redis.TimeoutError / ConnectionError as read_response would
-            continue
-        append(reply)
-    for reply in replies:  # hiredis hands back a dropped connection as a value
-        if isinstance(reply, redis.ConnectionError):
-            raise reply
-    return replies
+def _decoded(items: Sequence[Command | Packed]) -> list[Command]:
+    return [command for item in items
+            for command in (item.commands() if type(item) is Packed else [item])]
 
 
 def execute_commands(client: redis.Redis, commands: list[Command | Packed]) -> list[object]:

@@ -3,11 +3,20 @@ taken in parts (``take``) exactly as one ``replies`` would give them."""
 
 from __future__ import annotations
 
+import time
+
 import fakeredis
 import pytest
 import redis
 
-from governor_core.redis_io import CommandStream, execute_commands
+from governor_core.config import RedisSettings
+from governor_core.redis_io import (
+    HEALTH_CHECK_INTERVAL_SEC,
+    PROTOCOL,
+    CommandStream,
+    connect,
+    execute_commands,
+)
 from governor_core.wire import Packed, bulk
 
 COMMANDS = [("HSET", "h", "f", "v"), ("HGET", "h", "f"), ("GET", "h"),
@@ -45,3 +54,63 @@ def test_take_more_than_was_sent_is_refused(real_redis: redis.Redis) -> None:
         stream.take(2)
     stream.abandon()
     assert execute_commands(real_redis, [("INCR", "x")]) == [2]
+
+
+def production_client(url: str, health_check_interval: float) -> redis.Redis:
+    return connect(RedisSettings(url), health_check_interval=health_check_interval)
+
+
+@pytest.mark.redis
+def test_production_client_speaks_resp2(redis_server) -> None:
+    client = production_client(redis_server.url, HEALTH_CHECK_INTERVAL_SEC)
+    assert client.connection_pool.connection_kwargs["protocol"] == PROTOCOL == 2
+    client.hset("h", mapping={"a": "1"})
+    # RESP2: HGETALL is a flat list on the wire (RESP3 would send a map).
+    assert execute_commands(client, [("HGETALL", "h")]) == [["a", "1"]]
+
+
+@pytest.mark.redis
+def test_health_check_falling_due_mid_stream_reads_no_reply_of_ours(redis_server) -> None:
+    """Regression: the health check's PING, sent between two chunks of one stream, used to
+    read one of the stream's pending replies as its PONG ("Bad response from PING health
+    check", or a timeout with the commands run on the server)."""
+    client = production_client(redis_server.url, 0.05)
+    client.flushall()
+    stream = CommandStream(client)
+    stream.send([("INCR", "n")] * 10)
+    time.sleep(0.15)  # the interval falls due before the next send
+    stream.send([Packed.of(*map(bulk, ("INCR", "n")))] * 10)
+    time.sleep(0.15)
+    stream.send([("GET", "n")])
+    assert stream.replies() == [*range(1, 21), "20"]
+    # The connection went back to the pool clean: the next command reads its own reply.
+    time.sleep(0.1)
+    assert client.get("n") == "20"
+
+
+@pytest.mark.redis
+def test_health_check_between_take_and_replies(redis_server) -> None:
+    client = production_client(redis_server.url, 0.05)
+    client.flushall()
+    stream = CommandStream(client)
+    stream.send([("INCR", "m")] * 5)
+    assert stream.take(2) == [1, 2]
+    time.sleep(0.15)
+    assert stream.replies() == [3, 4, 5]
+
+
+@pytest.mark.redis
+def test_a_stream_runs_scripts_redis_lost_once_more(real_redis: redis.Redis) -> None:
+    """EVALSHA of a flushed script: loaded and run again, its reply in its place."""
+    from governor_core.scripts import SCRIPTS
+
+    list_keys = SCRIPTS["list_keys"]
+    for client in clients(real_redis):  # the fakeredis path runs a pipeline instead
+        client.flushall()
+        client.set("budget:AAA", "1")
+        client.script_flush()
+        stream = CommandStream(client)
+        stream.send([("INCR", "n"), list_keys.command((), ("budget:*", 100)), ("INCR", "n")])
+        assert stream.take(1) == [1]
+        assert stream.replies() == [["budget:AAA"], 2]
+        assert client.script_exists(list_keys.sha) == [True]
