@@ -172,8 +172,3 @@ class EfficiencyReader:
                 parsed = memory[texts] = _parse(*texts)
             append(_judge(parsed, now, min_conf, stale_sec))
         return readings
-
-
-def fmt4(value: float | None) -> str:
-    """Efficiency values on permits and proposals: four decimals, empty when unknown."""
-    return "" if value is None else f"{value:.4f}"

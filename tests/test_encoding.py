@@ -1,7 +1,8 @@
 """The hot paths' hand-made shortcuts give exactly what the plain code gives.
 
-RESP spliced from cached text (:class:`Packed`) against hiredis's own packer; the
-allocation and shadow writers' commands, decoded, against the plain field functions; the
+RESP spliced from cached text (:class:`Packed`) and from templates (:class:`RowTemplate`)
+against hiredis's own packer; the allocation and shadow writers' commands, decoded, against
+the plain field functions and their field tuples; the
 regex-free number fast path against the regex; :class:`SymbolSeries` against the
 exposition of a labelled prometheus_client metric.
 """
@@ -14,24 +15,38 @@ import hiredis
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from p29_shadow.formula import ShadowConfig, proposal_chunks, proposal_fields, propose
+from p29_shadow.formula import (
+    PROPOSAL_FIELDS,
+    ShadowConfig,
+    proposal_chunks,
+    proposal_fields,
+    propose,
+)
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from governor_core.allocation.inputs import Listing, _decimal_column, parse_values
 from governor_core.allocation.model import AllocationTarget, AllocationTick
 from governor_core.allocation.publish import (
+    DECISION_FIELDS,
     DECISION_STREAM,
     TARGET_FIELDS,
     decision_fields,
-    fmt_usd,
-    fmt_usd_column,
     publish_chunks,
     publish_commands,
 )
 from governor_core.efficiency import EfficiencyReading
+from governor_core.formats import fmt_usd, fmt_usd_column
 from governor_core.metrics import SymbolSeries
-from governor_core.plans import _DECIMAL, parse_decimal
-from governor_core.wire import Packed, bulk
+from governor_core.parsing import _DECIMAL, parse_decimal
+from governor_core.wire import (
+    CommandTemplate,
+    Group,
+    Packed,
+    RowTemplate,
+    Slot,
+    bulk,
+    field_pairs,
+)
 
 NOW = 1_800_000_000.0
 
@@ -47,6 +62,186 @@ def test_packed_refuses_a_wrong_command_count():
     packed = Packed(Packed.of(bulk("PING")).wire * 2, count=3)
     with pytest.raises(ValueError, match="2 commands encoded, 3 declared"):
         packed.commands()
+
+
+def _packed(*commands: tuple[str, ...]) -> bytes:
+    return b"".join(hiredis.pack_command(command) for command in commands)
+
+
+def _encode(template: RowTemplate, **values) -> Packed:
+    (packed,) = template.chunks(**values)
+    return packed
+
+
+# Values whose byte length differs from their length in characters, and texts that look
+# like the template's own syntax.
+_ODD_TEXTS = ["", "BTCUSDT", "mäjörs-€", "日本語", "🚀", "a\r\nb", "$3\r\n", "*2", "{value0}",
+              "{literal0}", "\\r\\n", "é" * 300]
+
+
+@pytest.mark.parametrize("text", _ODD_TEXTS)
+@pytest.mark.parametrize("source", ["tick", "column", "group"])
+def test_template_counts_and_byte_lengths(text, source):
+    template = RowTemplate(CommandTemplate("HSET", "key:€", "field", Slot("value"), "n",
+                                           Slot("n")))
+    values = {"tick": {}, "columns": {"n": ["1", "22"]}, "groups": ()}
+    if source == "tick":
+        values["tick"] = {"value": text}
+    elif source == "column":
+        values["columns"]["value"] = [text, "plain"]
+    else:
+        values["groups"] = [Group(["a", "b"], lambda keys: {
+            "value": [text if key == "a" else "plain" for key in keys]})]
+    packed = _encode(template, **values)
+    second = "plain" if source != "tick" else text
+    assert packed.wire == _packed(("HSET", "key:€", "field", text, "n", "1"),
+                                  ("HSET", "key:€", "field", second, "n", "22"))
+    assert packed.count == 2
+
+
+@pytest.mark.parametrize(("commands", "parts"), [
+    # literals only: one text
+    ([CommandTemplate("SET", "k", "v")], ("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n",)),
+    # a slot between literals; the count covers it
+    ([CommandTemplate("SET", Slot("key"), "v")],
+     ("*3\r\n$3\r\nSET\r\n", Slot("key"), "$1\r\nv\r\n")),
+    # the literal end of one command and the start of the next are one text
+    ([CommandTemplate("DEL", Slot("key")), CommandTemplate("EXPIRE", Slot("key"), "60")],
+     ("*2\r\n$3\r\nDEL\r\n", Slot("key"), "*3\r\n$6\r\nEXPIRE\r\n", Slot("key"),
+      "$2\r\n60\r\n")),
+    # field pairs: each name a literal, merged with what comes before it
+    ([CommandTemplate("HSET", Slot("key"), *field_pairs(("a", "bb")))],
+     ("*6\r\n$4\r\nHSET\r\n", Slot("key"), "$1\r\na\r\n", Slot("a"), "$2\r\nbb\r\n",
+      Slot("bb"))),
+])
+def test_template_merges_adjacent_literals_at_construction(commands, parts):
+    template = RowTemplate(*commands)
+    assert template.parts == parts
+    assert template.slots == tuple(dict.fromkeys(p.name for p in parts if isinstance(p, Slot)))
+    assert template.commands_per_row == len(commands)
+
+
+def test_tick_values_merge_with_the_literals_around_them():
+    template = RowTemplate(CommandTemplate("XADD", Slot("stream"), "*", "a", Slot("a"),
+                                           "b", Slot("b")))
+    packed = _encode(template, tick={"stream": "s", "a": "1"}, columns={"b": ["x", "yy"]})
+    assert packed.commands() == [("XADD", "s", "*", "a", "1", "b", "x"),
+                                 ("XADD", "s", "*", "a", "1", "b", "yy")]
+
+
+def test_template_refuses_a_command_without_a_name():
+    with pytest.raises(ValueError, match="starts with the command's name"):
+        CommandTemplate(Slot("command"), "key")
+
+
+_ROW = RowTemplate(
+    CommandTemplate("XADD", Slot("stream"), "*", *field_pairs(("name", "cluster", "size",
+                                                                "zone", "ts"))),
+    CommandTemplate("HSET", Slot("key"), *field_pairs(("name", "size", "cluster", "zone"))),
+    CommandTemplate("EXPIRE", Slot("key"), Slot("ttl")))
+_CELL = st.one_of(st.sampled_from(_ODD_TEXTS), st.text(max_size=6),
+                  st.from_regex(r"[0-9.]{1,8}", fullmatch=True))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(_CELL, _CELL, st.integers(0, 3)), max_size=12),
+       st.lists(st.tuples(_CELL, _CELL), min_size=4, max_size=4), _CELL,
+       st.integers(min_value=1, max_value=5))
+def test_template_rows_equal_the_naive_encoding(rows, group_values, stream, chunk):
+    """Columns, a group (its values computed once per distinct key), tick values, three
+    commands a row, a column used twice: the bytes hiredis would pack, in chunks."""
+    calls = []
+
+    def cluster_columns(keys):
+        calls.append(keys)
+        return {"cluster": [group_values[key][0] for key in keys],
+                "zone": [group_values[key][1] for key in keys]}
+
+    keys = [f"k:{name}" for name, _, _ in rows]
+    chunks = list(_ROW.chunks(
+        tick={"stream": stream, "ts": "1.5", "ttl": "60"},
+        columns={"name": [name for name, _, _ in rows], "size": [size for _, size, _ in rows],
+                 "key": keys},
+        groups=[Group([group for _, _, group in rows], cluster_columns)], chunk_rows=chunk))
+    naive = []
+    for (name, size, group), key in zip(rows, keys, strict=True):
+        cluster, zone = group_values[group]
+        naive += [("XADD", stream, "*", "name", name, "cluster", cluster, "size", size,
+                   "zone", zone, "ts", "1.5"),
+                  ("HSET", key, "name", name, "size", size, "cluster", cluster, "zone", zone),
+                  ("EXPIRE", key, "60")]
+    assert b"".join(packed.wire for packed in chunks) == _packed(*naive)
+    assert [packed.count for packed in chunks] == [
+        3 * min(chunk, len(rows) - start) for start in range(0, len(rows), chunk)]
+    assert calls == [list(dict.fromkeys(group for _, _, group in rows))]
+
+
+def test_group_is_encoded_once_per_distinct_key():
+    template = RowTemplate(CommandTemplate("HSET", Slot("key"), "zone", Slot("zone")))
+    seen = []
+
+    def zones(keys):
+        seen.extend(keys)
+        return {"zone": [f"zone-{key}" for key in keys]}
+
+    packed = _encode(template, columns={"key": ["a", "b", "c", "d"]},
+                     groups=[Group([2, 1, 2, 2], zones)])
+    assert seen == [2, 1]
+    assert packed.commands() == [("HSET", "a", "zone", "zone-2"), ("HSET", "b", "zone", "zone-1"),
+                                 ("HSET", "c", "zone", "zone-2"), ("HSET", "d", "zone", "zone-2")]
+
+
+def test_a_field_added_to_the_tuple_is_encoded():
+    target = _target("BTCUSDT", "majors", 20914.63352838)
+    tick = AllocationTick(NOW, "shadow", 100_000.0, 0.07, (target,), 40_000.0, 60_000.0)
+    fields = {**decision_fields(tick, target), "new_field": "€42"}
+    template = RowTemplate(CommandTemplate("XADD", DECISION_STREAM, "*",
+                                           *field_pairs((*DECISION_FIELDS, "new_field"))))
+    packed = _encode(template, tick=dict(list(fields.items())[1:]),
+                     columns={"symbol": [target.symbol]})
+    assert packed.wire.startswith(f"*{3 + 2 * len(fields)}\r\n".encode())
+    assert packed.commands() == [("XADD", DECISION_STREAM, "*",
+                                  *(item for pair in fields.items() for item in pair))]
+
+
+@pytest.mark.parametrize(("values", "error"), [
+    ({"tick": {"a": "1"}}, r"no per-row values"),
+    ({"columns": {"a": ["1"]}}, r"missing \['b'\]"),
+    ({"columns": {"a": ["1"], "b": ["2"], "c": ["3"]}}, r"not a slot \['c'\]"),
+    ({"tick": {"a": "1"}, "columns": {"a": ["1"], "b": ["2"]}}, r"given twice \['a'\]"),
+    ({"columns": {"a": ["1", "2"], "b": ["2"]}}, r"column 'b': fewer values"),
+    ({"columns": {"a": ["1"]}, "groups": [Group([0, 0], lambda keys: {"b": ["x", "y"]})]},
+     r"column 'a'"),
+    ({"columns": {"a": ["1", "2"]}, "groups": [Group([0, 0], lambda keys: {"b": []})]},
+     r"group 0: slots \['b'\] need one value for each of the 1 distinct keys"),
+])
+def test_template_errors_name_the_slot(values, error):
+    template = RowTemplate(CommandTemplate("HSET", "k", "a", Slot("a"), "b", Slot("b")))
+    with pytest.raises(ValueError, match=error):
+        list(template.chunks(**values))
+
+
+@pytest.mark.parametrize("values", [{"tick": {"a": 1}, "columns": {"b": ["2"]}},
+                                    {"columns": {"a": ["1"], "b": [2.0]}}])
+def test_template_refuses_values_that_are_not_text(values):
+    template = RowTemplate(CommandTemplate("HSET", "k", "a", Slot("a"), "b", Slot("b")))
+    with pytest.raises(TypeError, match="slot"):
+        list(template.chunks(**values))
+
+
+def test_no_rows_no_chunks():
+    template = RowTemplate(CommandTemplate("DEL", Slot("key")))
+    assert list(template.chunks(columns={"key": []}, chunk_rows=10)) == []
+
+
+def test_plain_definitions_follow_the_field_tuples():
+    target = _target("BTCUSDT", "majors", 20914.63352838)
+    tick = AllocationTick(NOW, "enforce", 100_000.0, 0.07, (target,), 40_000.0, 60_000.0)
+    assert tuple(decision_fields(tick, target)) == DECISION_FIELDS
+    assert DECISION_FIELDS[1:1 + len(TARGET_FIELDS)] == TARGET_FIELDS
+    reading = READINGS[0]
+    proposal = propose(100.0, reading, ShadowConfig())
+    assert tuple(proposal_fields("BTCUSDT", 100.0, proposal, reading, 1)) == PROPOSAL_FIELDS
 
 
 def _target(symbol: str, cluster: str, usd: float, *, raw: float | None = None,
@@ -245,13 +440,33 @@ def test_symbol_series_counts_every_occurrence_and_keeps_old_symbols():
     assert "# TYPE p29_targets_computed_total counter" in text
 
 
-def test_permit_core_values_encode_like_hiredis():
+def test_permit_chunk_encodes_like_hiredis():
+    """The issue script's call, spliced by the writer, is the command hiredis would pack
+    from the documented ARGV layout (governor_core/lua/issue_permits.lua)."""
+    from governor_core.config import EnvReader, GovernorConfig
+    from governor_core.governor.drafting import PermitDraft
+    from governor_core.governor.extensions import NO_FIELDS, PluginFields
     from governor_core.governor.gates import CORE_FIELDS
-    from governor_core.governor.service import ISSUE_SCRIPT, _core_values
+    from governor_core.governor.writer import PermitWriter
+    from governor_core.plans import Plan
+    from governor_core.scripts import SCRIPTS
 
-    permit = {name: f"{name[:3]}-{index * 7}" for index, name in enumerate(CORE_FIELDS)}
-    values = tuple(permit.values())
-    assert _core_values(permit) == "".join(map(bulk, values))
-    assert f"*{len(values)}\r\n{_core_values(permit)}".encode() == hiredis.pack_command(values)
-    # the script holds the names, in the same order
-    assert "local names = {" + ", ".join(f"'{n}'" for n in CORE_FIELDS) + "}" in ISSUE_SCRIPT
+    config = GovernorConfig.from_env(EnvReader({"GOVERNOR_CONSUMER": "c"}))
+    extra = PluginFields(bulk("eff") + bulk("é 0.5"), 2, ({"eff": "é 0.5"},))
+    drafts = []
+    for number, fields in enumerate((NO_FIELDS, extra, extra)):
+        plan = Plan(f"{number}-0", f"plan-{number}", "BTCUSDT", "BUY", 10.0, None)
+        permit = {name: f"{name[:3]}-{number * 7}" for name in CORE_FIELDS}
+        drafts.append(PermitDraft(plan, permit, fields))
+    expected = ("EVALSHA", SCRIPTS["issue_permits"].sha, "5",
+                "quantum:stream:permit.issued", "quantum:stream:apply.plan",
+                "quantum:permit:plan-0", "quantum:permit:plan-1", "quantum:permit:plan-2",
+                config.group, str(config.permit_ttl_sec), str(config.stream_maxlen),
+                str(len(CORE_FIELDS)), *CORE_FIELDS,
+                "1", "2", "eff", "é 0.5",
+                *[arg for number, draft in enumerate(drafts)
+                  for arg in (draft.plan.entry_id, "0" if number == 0 else "1",
+                              *draft.permit.values())])
+    packed = PermitWriter(config).issue(drafts)
+    assert packed.wire == hiredis.pack_command(expected)
+    assert packed.commands() == [expected]

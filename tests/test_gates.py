@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from governor_core.formats import fmt_ts, fmt_usd
 from governor_core.governor.gates import (
     CORE_FIELDS,
     NO_CAP,
@@ -11,8 +12,6 @@ from governor_core.governor.gates import (
     choose_cap,
     core_permit,
     decide,
-    fmt_ts,
-    fmt_usd,
     refused_fields,
 )
 from governor_core.plans import Plan

@@ -11,20 +11,40 @@ With the defaults: score 0.0 → 0.5, 0.3 → 0.8, 0.5 → 1.0, 0.9 → 1.4, 1.0
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from governor_core.allocation.publish import fmt_usd, fmt_usd_column
-from governor_core.config import ConfigError, EnvReader
-from governor_core.efficiency import EfficiencyReading, fmt4
-from governor_core.wire import Packed, bulk, bulk_column
+from governor_core.plugin_api import (
+    DECISION_STREAM,
+    PROPOSAL_PREFIX,
+    PROPOSAL_STREAM,
+    TARGET_PREFIX,
+    CommandTemplate,
+    ConfigError,
+    EfficiencyReading,
+    EnvReader,
+    Group,
+    Packed,
+    RowTemplate,
+    Slot,
+    field_pairs,
+    fmt4,
+    fmt_usd,
+    fmt_usd_column,
+)
 
-DEFAULT_STREAM = "quantum:stream:allocation.target.proposed"
-PROPOSED_PREFIX = "quantum:allocation:target:proposed:"
+DEFAULT_STREAM = PROPOSAL_STREAM
+PROPOSED_PREFIX = PROPOSAL_PREFIX
 PROPOSED_KEY = PROPOSED_PREFIX + "{}"
 #: Keys the host owns; the proposal stream may never be pointed at them.
-FORBIDDEN_STREAMS = ("quantum:stream:allocation.decision",)
-LIVE_TARGET_PREFIX = "quantum:allocation:target:"
+FORBIDDEN_STREAMS = (DECISION_STREAM,)
+LIVE_TARGET_PREFIX = TARGET_PREFIX
+#: A proposal's stream entry fields, in order; its hash holds them and
+#: ``last_update_ts_epoch``.
+PROPOSAL_FIELDS = ("ts_epoch", "symbol", "base_target", "proposed_target", "multiplier",
+                   "eff_score", "eff_confidence", "eff_stale", "reason", "mode")
+#: Every proposal's ``mode``: it is never a live target.
+PROPOSAL_MODE = "shadow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +106,8 @@ def propose(base_target: float, reading: EfficiencyReading,
 
 def proposal_fields(symbol: str, base_target: float, proposal: ShadowProposal,
                     reading: EfficiencyReading, ts_epoch: int) -> dict[str, str]:
-    """The stream entry of SPEC 4.1; USD amounts formatted as the host's targets."""
+    """The stream entry of SPEC 4.1, in :data:`PROPOSAL_FIELDS` order; USD amounts
+    formatted as the host's targets."""
     return {
         "ts_epoch": str(ts_epoch),
         "symbol": symbol,
@@ -97,8 +118,24 @@ def proposal_fields(symbol: str, base_target: float, proposal: ShadowProposal,
         "eff_confidence": fmt4(reading.confidence),
         "eff_stale": "1" if reading.stale else "0",
         "reason": proposal.reason,
-        "mode": "shadow",
+        "mode": PROPOSAL_MODE,
     }
+
+
+#: Per symbol: the stream entry, the proposal hash, its TTL.
+_PROPOSAL_ROW = RowTemplate(
+    CommandTemplate("XADD", Slot("stream"), "MAXLEN", "~", Slot("stream_maxlen"), "*",
+                    *field_pairs(PROPOSAL_FIELDS)),
+    CommandTemplate("HSET", Slot("key"),
+                    *field_pairs((*PROPOSAL_FIELDS, "last_update_ts_epoch"))),
+    CommandTemplate("EXPIRE", Slot("key"), Slot("ttl")))
+
+
+def _reading_columns(readings: list[EfficiencyReading]) -> Mapping[str, list[str]]:
+    return {"eff_score": [fmt4(reading.score) for reading in readings],
+            "eff_confidence": [fmt4(reading.confidence) for reading in readings],
+            "eff_stale": ["1" if reading.stale else "0" for reading in readings],
+            "reason": [reading.reason for reading in readings]}
 
 
 def proposal_chunks(config: ShadowConfig, ts_epoch: int, symbols: Sequence[str],
@@ -109,44 +146,22 @@ def proposal_chunks(config: ShadowConfig, ts_epoch: int, symbols: Sequence[str],
     and its TTL, with exactly the fields of :func:`proposal_fields` (a test decodes them and
     compares), in chunks of ``chunk_symbols`` symbols.
 
-    Encoded column by column: each column of numbers in one list comprehension, the fields
-    that depend only on the efficiency reading once per distinct reading, and each symbol's
-    three commands in one f-string.
+    Encoded column by column (:class:`~governor_core.wire.RowTemplate`): each column of
+    numbers in one list comprehension, the fields that depend only on the efficiency
+    reading once per distinct reading.
     """
     ts = str(ts_epoch)
-    xadd = "*26\r\n" + "".join(map(bulk, (
-        "XADD", config.stream, "MAXLEN", "~", str(config.stream_maxlen), "*",
-        "ts_epoch", ts, "symbol")))
-    hset = "*24\r\n$4\r\nHSET\r\n"
-    hash_head = bulk("ts_epoch") + bulk(ts) + "$6\r\nsymbol\r\n"
-    last_update = bulk("last_update_ts_epoch") + bulk(ts)
-    expire = "*3\r\n$6\r\nEXPIRE\r\n"
-    ttl = bulk(str(config.key_ttl_sec))
-    # Per distinct reading (in practice nearly one per symbol: scores and times differ).
-    texts = dict.fromkeys(readings)
-    for reading in texts:
-        score, confidence = fmt4(reading.score), fmt4(reading.confidence)
-        texts[reading] = (
-            f"$9\r\neff_score\r\n${len(score)}\r\n{score}\r\n$14\r\neff_confidence\r\n"
-            f"${len(confidence)}\r\n{confidence}\r\n$9\r\neff_stale\r\n$1\r\n"
-            f"{1 if reading.stale else 0}\r\n$6\r\nreason\r\n{bulk(reading.reason)}"
-            "$4\r\nmode\r\n$6\r\nshadow\r\n")
-    tails = list(map(texts.__getitem__, readings))
-    base = fmt_usd_column(base_targets)
-    proposed = fmt_usd_column([target * multiplier for target, multiplier in zip(
-        base_targets, multipliers, strict=True)])
-    mult = [f"{multiplier:.4f}" for multiplier in multipliers]
-    names = bulk_column(symbols)
-    keys = bulk_column([PROPOSED_PREFIX + symbol for symbol in symbols])
-    for start in range(0, len(symbols), chunk_symbols):
-        end = start + chunk_symbols
-        rows = zip(names[start:end], keys[start:end], base[start:end], proposed[start:end],
-                   mult[start:end], tails[start:end], strict=True)
-        wire = "".join([
-            f"{xadd}{n}$11\r\nbase_target\r\n${len(b)}\r\n{b}\r\n$15\r\nproposed_target"
-            f"\r\n${len(p)}\r\n{p}\r\n$10\r\nmultiplier\r\n${len(m)}\r\n{m}\r\n{t}"
-            f"{hset}{k}{hash_head}{n}$11\r\nbase_target\r\n${len(b)}\r\n{b}\r\n"
-            f"$15\r\nproposed_target\r\n${len(p)}\r\n{p}\r\n$10\r\nmultiplier\r\n"
-            f"${len(m)}\r\n{m}\r\n{t}{last_update}{expire}{k}{ttl}"
-            for n, k, b, p, m, t in rows])
-        yield Packed(wire.encode(), 3 * (min(end, len(symbols)) - start))
+    per_loop = {"stream": config.stream, "stream_maxlen": str(config.stream_maxlen),
+                "ts_epoch": ts, "mode": PROPOSAL_MODE, "last_update_ts_epoch": ts,
+                "ttl": str(config.key_ttl_sec)}
+    per_symbol = {
+        "symbol": symbols,
+        "key": [PROPOSED_PREFIX + symbol for symbol in symbols],
+        "base_target": fmt_usd_column(base_targets),
+        "proposed_target": fmt_usd_column([target * multiplier for target, multiplier in zip(
+            base_targets, multipliers, strict=True)]),
+        "multiplier": [f"{multiplier:.4f}" for multiplier in multipliers],
+    }
+    yield from _PROPOSAL_ROW.chunks(
+        tick=per_loop, columns=per_symbol, groups=[Group(readings, _reading_columns)],
+        chunk_rows=chunk_symbols)

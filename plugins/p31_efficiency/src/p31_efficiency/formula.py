@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from governor_core.config import ConfigError, EnvReader
-from governor_core.efficiency import EfficiencyReading, fmt4
+from governor_core.plugin_api import ConfigError, EfficiencyReading, EnvReader, fmt4
 
 ACTIONS = ("NONE", "DOWNSIZE")
 
