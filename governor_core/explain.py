@@ -13,12 +13,18 @@ from collections.abc import Mapping
 import redis
 
 from governor_core.governor.gates import CORE_FIELDS
-from governor_core.governor.service import DEAD_STREAM, PERMIT_KEY, PERMIT_STREAM
+from governor_core.keys import (
+    BUDGET_PREFIX,
+    DEAD_STREAM,
+    PERMIT_PREFIX,
+    PERMIT_STREAM,
+    TARGET_PREFIX,
+)
 
 SEARCH_LIMIT = 200_000
 PAGE = 2_000
 
-_CAP_KEYS = {"allocation": "quantum:allocation:target:{}", "budget": "quantum:portfolio:budget:{}"}
+_CAP_PREFIXES = {"allocation": TARGET_PREFIX, "budget": BUDGET_PREFIX}
 
 
 def find_in_stream(client: redis.Redis, stream: str, plan_id: str,
@@ -40,9 +46,9 @@ def find_in_stream(client: redis.Redis, stream: str, plan_id: str,
 
 def explain(client: redis.Redis, plan_id: str,
             declared: Mapping[str, tuple[str, ...]]) -> str | None:
-    permit = client.hgetall(PERMIT_KEY.format(plan_id))
+    permit = client.hgetall(PERMIT_PREFIX + plan_id)
     if permit:
-        ttl = client.ttl(PERMIT_KEY.format(plan_id))
+        ttl = client.ttl(PERMIT_PREFIX + plan_id)
         source = f"quantum:permit:{plan_id} (expires in {ttl}s)"
     else:
         found = find_in_stream(client, PERMIT_STREAM, plan_id)
@@ -82,7 +88,7 @@ def format_permit(permit: Mapping[str, str], source: str,
         lines.append("    cap: none found (no allocation target, no budget): fail-open, "
                      "no clamp")
     else:
-        key = _CAP_KEYS.get(cap_source, "?").format(symbol)
+        key = _CAP_PREFIXES.get(cap_source, "?:") + symbol
         verdict = {"above_cap": "notional above cap: clamped",
                    "within_cap": "notional within cap"}.get(get("reason", ""), "")
         lines.append(f"    cap: {get('cap_usd', '?')} USD from {cap_source} ({key})"

@@ -7,16 +7,13 @@ and a human-readable message (written to the dead-letter stream). It never raise
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from governor_core.parsing import SYMBOL_RE, parse_decimal
+
 _PLAN_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_SYMBOL = re.compile(r"[A-Z0-9]{2,32}")
-# Plain decimal or exponent notation only: Python's float() would also take "1_000",
-# " 5", "nan" and "infinity", none of which a plan producer means.
-_DECIMAL = re.compile(r"\+?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 SIDES = ("BUY", "SELL")
 
@@ -46,27 +43,6 @@ class PlanRejection:
 REJECTION_CODES = ("bad_plan_id", "bad_symbol", "bad_side", "bad_notional", "bad_ts")
 
 
-def parse_decimal(text: str | None) -> float | None:
-    """A finite, non-negative number from a decimal string, or None for anything else."""
-    if text is None:
-        return None
-    # The common "123.45" skips the regex (10⁴ numbers a tick); ASCII digits and at most
-    # one dot are a subset of what _DECIMAL accepts, so the result is the same.
-    if not (text.isascii() and text.replace(".", "", 1).isdigit()) and not _DECIMAL.fullmatch(
-            text):
-        return None
-    value = float(text)
-    return value if math.isfinite(value) else None
-
-
-def parse_signed_decimal(text: str | None) -> float | None:
-    """Like :func:`parse_decimal`, but a leading ``-`` is allowed (e.g. a cluster's alpha)."""
-    if text is not None and text.startswith("-") and not text.startswith("-+"):
-        value = parse_decimal(text[1:])
-        return None if value is None else -value
-    return parse_decimal(text)
-
-
 def parse_plan(entry_id: str, fields: Mapping[str, str]) -> Plan | PlanRejection:
     def reject(code: str, message: str) -> PlanRejection:
         return PlanRejection(entry_id, code, message, fields)
@@ -75,7 +51,7 @@ def parse_plan(entry_id: str, fields: Mapping[str, str]) -> Plan | PlanRejection
     if plan_id is None or not _PLAN_ID.fullmatch(plan_id):
         return reject("bad_plan_id", f"plan_id {plan_id!r}: expected 1-128 of A-Za-z0-9._:-")
     symbol = fields.get("symbol")
-    if symbol is None or not _SYMBOL.fullmatch(symbol):
+    if symbol is None or not SYMBOL_RE.fullmatch(symbol):
         return reject("bad_symbol", f"symbol {symbol!r}: expected 2-32 of A-Z0-9")
     side = fields.get("side")
     if side not in SIDES:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from governor_core.plans import Plan, PlanRejection, parse_decimal, parse_plan
+from governor_core.parsing import parse_decimal
+from governor_core.plans import Plan, PlanRejection, parse_plan
 
 GOOD = {"plan_id": "p-1", "symbol": "BTCUSDT", "side": "BUY", "notional_usd": "100"}
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from governor_core.plans import parse_decimal
+from governor_core.parsing import parse_decimal
 
 Hash = Mapping[str, str]
 SUMMARY_WIDTH = 96

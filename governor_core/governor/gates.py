@@ -17,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from governor_core.plans import Plan, parse_decimal
+from governor_core.formats import fmt_ts, fmt_usd
+from governor_core.parsing import parse_decimal
+from governor_core.plans import Plan
 
 CORE_FIELDS = ("plan_id", "symbol", "side", "notional_usd", "decision", "reason",
                "allowed_notional_usd", "cap_usd", "cap_source", "cooldown_sec", "issued_ts",
@@ -61,17 +63,6 @@ def decide(notional_usd: float, kill_switch: bool, cap: Cap) -> GateDecision:
     if notional_usd <= cap.usd:
         return GateDecision("ALLOW", "within_cap", notional_usd, cap)
     return GateDecision("CLAMP", "above_cap", cap.usd, cap)
-
-
-def fmt_usd(value: float) -> str:
-    """USD amounts: fixed-point, at most 8 decimals, no trailing zeros ("20914.75")."""
-    text = f"{value:.8f}".rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
-
-
-def fmt_ts(value: float) -> str:
-    """Timestamps: Unix seconds with millisecond precision."""
-    return f"{value:.3f}"
 
 
 def core_permit(plan: Plan, gate: GateDecision, *, cooldown_sec: int, ttl_sec: int,
