@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import threading
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
@@ -16,13 +14,7 @@ from governor_core.config import ConfigError, EnvReader, GovernorConfig
 from governor_core.logs import configure_logging
 from governor_core.plugins import PluginHost, build_plugin_host
 from governor_core.redis_io import connect
-from governor_core.runtime import (
-    StartupError,
-    install_stop_signals,
-    load_config,
-    main_guard,
-    serve_metrics,
-)
+from governor_core.runtime import StartupError, load_config, main_guard, run_service
 
 PROG = "quantum-governor"
 HOSTS = ("governor", "allocation")
@@ -67,22 +59,7 @@ def governor_main(argv: Sequence[str] | None = None) -> int:
 def run_governor() -> int:
     from governor_core.governor.service import GovernorService
 
-    config = load_config(PROG, GovernorConfig.from_env)
-    configure_logging(config.common.log_format, config.common.log_level)
-    registry = CollectorRegistry()
-    plugins = build_plugin_host("governor", os.environ, registry,
-                                disabled=config.common.disabled_plugins)
-    stop = threading.Event()
-    install_stop_signals(stop)
-    serve_metrics(PROG, registry, config.common.metrics_addr, config.metrics_port)
-    client = connect(config.common.redis)
-    service = GovernorService(config, client, plugins, registry, stop=stop)
-    logging.getLogger("quantum.governor").info(
-        "governor started", extra={"url": config.common.redis.safe_url,
-                                   "plugin": ",".join(plugins.active) or "-"})
-    service.run()
-    logging.getLogger("quantum.governor").info("governor stopped")
-    return 0
+    return run_service(PROG, "governor", GovernorConfig.from_env, GovernorService)
 
 
 def _plugin_hosts(env: dict[str, str]) -> dict[str, PluginHost]:

@@ -16,7 +16,7 @@ gauge; a counter scraped mid-update may show some symbols of the tick counted al
 
 from __future__ import annotations
 
-from collections import Counter as Tally
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry
@@ -38,7 +38,7 @@ class SymbolSeries(Collector):
         self.name, self.documentation, self.label = name, documentation, label
         self.counter = counter
         self._values: dict[str, float] = {}
-        self._counts: Tally[str] = Tally()
+        self._counts: Counter[str] = Counter()
         registry.register(self)
 
     def set_all(self, values: Mapping[str, float]) -> None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
 from governor_core.config import ConfigError
+
+if TYPE_CHECKING:
+    from governor_core.host import HostService
 
 log = logging.getLogger("quantum.runtime")
 
@@ -61,6 +65,41 @@ def serve_metrics(prog: str, registry: CollectorRegistry, addr: str, port: int) 
                            " (set the metrics port variable to a free port)") from None
     log.info("metrics on http://%s:%d/metrics", addr, port)
     return server
+
+
+def run_service(prog: str, host: str, load: Callable[[], Any],
+                build: Callable[..., HostService],
+                started: Callable[[Any], dict[str, str]] = lambda _config: {}) -> int:
+    """The start-up sequence of both ``run`` commands, in order: the configuration (a
+    bad value stops here, naming the variable), logging, the plugins, the stop signals, the
+    metrics endpoint, the Redis client and the service; then its loop until SIGTERM/SIGINT.
+
+    :param host: ``"governor"`` or ``"allocation"`` (the plugins' host, the log name).
+    :param build: the service class (called as ``build(config, client, plugins, registry,
+        stop=stop)``).
+    :param started: the configuration's extra fields for the "started" log line, e.g.
+        ``{"mode": "shadow"}``.
+    """
+    from governor_core.logs import configure_logging
+    from governor_core.plugins import build_plugin_host
+    from governor_core.redis_io import connect
+
+    config = load_config(prog, load)
+    configure_logging(config.common.log_format, config.common.log_level)
+    registry = CollectorRegistry()
+    plugins = build_plugin_host(host, os.environ, registry,
+                                disabled=config.common.disabled_plugins)
+    stop = threading.Event()
+    install_stop_signals(stop)
+    serve_metrics(prog, registry, config.common.metrics_addr, config.metrics_port)
+    service = build(config, connect(config.common.redis), plugins, registry, stop=stop)
+    logger = logging.getLogger(f"quantum.{host}")
+    logger.info("%s started", host, extra={"url": config.common.redis.safe_url,
+                                           "plugin": ",".join(plugins.active) or "-",
+                                           **started(config)})
+    service.run()
+    logger.info("%s stopped", host)
+    return 0
 
 
 def main_guard(run: Callable[[], int]) -> int:

@@ -9,8 +9,6 @@ import math
 import pytest
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
-from redis_server import start_redis
-from round_trips import RoundTrips
 
 from governor_core import hookimpl
 from governor_core.allocation.config import AllocationConfig
@@ -18,6 +16,7 @@ from governor_core.allocation.publish import publish_commands
 from governor_core.allocation.service import AllocationService
 from governor_core.config import EnvReader
 from governor_core.plugins import build_plugin_host
+from governor_core.testing import RoundTrips, start_redis
 
 pytestmark = pytest.mark.redis
 
@@ -201,7 +200,7 @@ def test_plugin_reads_ride_round_trip_2_and_come_back_in_order(real_redis):
 def test_lost_plugin_reads_leave_the_tick_published(real_redis, monkeypatch):
     """The connection drops after the host's own replies: the tick is still published, the
     loss is counted, and the plugins are called with ``reads=None``."""
-    from governor_core.plugins import ReadRequest
+    from governor_core.plugin_reads import ReadRequest
 
     def lost(self, replies):
         raise redis.ConnectionError("gone")
@@ -225,14 +224,14 @@ def test_round_trips_are_constant_whatever_the_symbol_count(real_redis, redis_se
         for i in range(size):
             real_redis.hset(f"quantum:capital:efficiency:S{i:04d}USDT",
                             mapping={"efficiency_score": 0.9, "confidence": 0.9, "ts": NOW})
-        client = redis_server.client()
+        trips = RoundTrips()
         ticks = iter((NOW, NOW + 10))
-        service, _ = make(client, {"P29_MODE": "enforce"}, entrypoints=True,
-                          now=ticks.__next__)
+        service, _ = make(trips.client(redis_server.url), {"P29_MODE": "enforce"},
+                          entrypoints=True, now=ticks.__next__)
         service.step()  # the first tick also opens the connection (handshake)
-        with RoundTrips() as counter:
+        with trips:
             service.step()
-        counts.append(counter.count)
+        counts.append(trips.count)
         assert real_redis.xlen(PROPOSED) == 2 * size
     # host: 2 reads (what exists; its values and p29_shadow's efficiency hashes, asked for
     # in read_commands) + 1 write; p29_shadow: 1 write.
@@ -340,3 +339,33 @@ def test_gc_is_paused_for_the_cycle_and_restored_after(real_redis, enabled_befor
     finally:
         gc.enable()
     assert watch.seen == [False]
+
+
+def test_a_whole_cycle_on_the_production_client_with_the_health_check_due_mid_stream(
+        real_redis, redis_server):
+    """Regression: with the production client's health check on, a PING falling due between
+    two chunks of one stream read one of the stream's replies as its PONG, and the cycle
+    failed. A 1 ms interval makes it fall due between every two sends."""
+    from governor_core.config import RedisSettings
+    from governor_core.redis_io import connect
+
+    size = 1200  # writes and p29_shadow's proposals go out in several chunks each
+    symbols = [f"S{i:04d}USDT" for i in range(size)]
+    seed(real_redis, symbols=symbols)
+    for symbol in symbols:
+        real_redis.hset(f"quantum:capital:efficiency:{symbol}",
+                        mapping={"efficiency_score": 0.9, "confidence": 0.9, "ts": NOW})
+    client = connect(RedisSettings(redis_server.url), health_check_interval=0.001)
+    ticks = iter((NOW, NOW + 10))  # p29_shadow runs every 10 s
+    service, registry = make(client, {"P29_MODE": "enforce", "P29_STREAM_MAXLEN": "10000"},
+                             entrypoints=True, now=ticks.__next__)
+    for _ in range(2):
+        tick = service.step()
+        assert tick is not None and len(tick.targets) == size
+    assert real_redis.xlen(DECISIONS) == 2 * size
+    assert real_redis.xlen(PROPOSED) == 2 * size
+    assert registry.get_sample_value("p29_redis_errors_total", {"op": "write"}) in (None, 0)
+    assert registry.get_sample_value("governor_plugin_errors_total",
+                                     {"plugin": "p29_shadow", "hook": "on_allocation_tick"}
+                                     ) in (None, 0)
+    assert real_redis.exists("quantum:allocation:target:S1199USDT")

@@ -7,12 +7,14 @@ from collections.abc import Mapping
 import pytest
 import redis
 from prometheus_client import CollectorRegistry
-from round_trips import RoundTrips
 
 from governor_core.config import EnvReader, GovernorConfig
+from governor_core.governor.batch import MAX_WRITE_ATTEMPTS
 from governor_core.governor.gates import CORE_FIELDS
-from governor_core.governor.service import MAX_WRITE_ATTEMPTS, WRITE_CHUNK, GovernorService
+from governor_core.governor.service import GovernorService
+from governor_core.governor.writer import WRITE_CHUNK
 from governor_core.plugins import build_plugin_host
+from governor_core.testing import RedisServer, RoundTrips
 
 pytestmark = pytest.mark.redis
 
@@ -426,20 +428,22 @@ def test_efficiency_read_failure_is_redis_error_not_a_lost_permit(
         {"plugin": "p31_efficiency", "hook": "read_commands"}) == 1.0
 
 
-def test_efficiency_hashes_are_read_in_the_gates_round_trip(real_redis: redis.Redis) -> None:
+def test_efficiency_hashes_are_read_in_the_gates_round_trip(
+        real_redis: redis.Redis, redis_server: RedisServer) -> None:
     """p31_efficiency names its reads (``read_commands``): a batch is three round trips,
     XREADGROUP, gates with the efficiency hashes, writes; and the hint still comes from
     the hash."""
     real_redis.hset("quantum:capital:efficiency:BTCUSDT",
                     mapping={"efficiency_score": "0.2", "confidence": "0.9", "ts": str(NOW)})
-    gov = Governor(real_redis)
+    trips = RoundTrips()
+    gov = Governor(trips.client(redis_server.url))
     gov.service.ensure_group()
     gov.service.step()  # opens the connections; nothing queued yet
     for i in range(3):
         plan(real_redis, f"rt-{i}")
-    with RoundTrips() as counter:
+    with trips:
         assert gov.service.step() == 3
-    assert counter.count == 3
+    assert trips.count == 3
     permit = real_redis.hgetall("quantum:permit:rt-0")
     assert (permit["eff_reason"], permit["eff_action"], permit["eff_factor"]) == (
         "ok", "DOWNSIZE", "0.4444")

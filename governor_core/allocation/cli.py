@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
-import threading
 from collections.abc import Sequence
-
-from prometheus_client import CollectorRegistry
 
 from governor_core import __version__
 from governor_core.allocation.config import AllocationConfig
-from governor_core.logs import configure_logging
-from governor_core.plugins import build_plugin_host
-from governor_core.redis_io import connect
-from governor_core.runtime import install_stop_signals, load_config, main_guard, serve_metrics
+from governor_core.runtime import main_guard, run_service
 
 PROG = "quantum-allocation"
 
@@ -34,23 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_allocation() -> int:
     from governor_core.allocation.service import AllocationService
 
-    config = load_config(PROG, AllocationConfig.from_env)
-    configure_logging(config.common.log_format, config.common.log_level)
-    registry = CollectorRegistry()
-    plugins = build_plugin_host("allocation", os.environ, registry,
-                                disabled=config.common.disabled_plugins)
-    stop = threading.Event()
-    install_stop_signals(stop)
-    serve_metrics(PROG, registry, config.common.metrics_addr, config.metrics_port)
-    service = AllocationService(config, connect(config.common.redis), plugins, registry,
-                                stop=stop)
-    logger = logging.getLogger("quantum.allocation")
-    logger.info("allocation started", extra={
-        "url": config.common.redis.safe_url, "mode": config.mode,
-        "plugin": ",".join(plugins.active) or "-"})
-    service.run()
-    logger.info("allocation stopped")
-    return 0
+    return run_service(PROG, "allocation", AllocationConfig.from_env, AllocationService,
+                       started=lambda config: {"mode": config.mode})
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ Round trips: exactly two per cycle, whatever the number of symbols.
 1. **What exists**: the symbols are "those with a budget key", and listing keys by pattern
    from the client costs one ``SCAN`` round trip per ``COUNT`` keys, which grows with the
    keyspace. Instead a small Lua script lists them inside Redis (``KEYS``; a ``SCAN`` loop if
-   ``KEYS`` is renamed away). It goes in one pipeline with the portfolio ``HGETALL``, the
-   regime ``XREVRANGE … COUNT 1`` and the cluster map ``HGETALL`` (and a ``SCRIPT LOAD``
-   first, so a flushed script cache never costs an extra trip).
+   ``KEYS`` is renamed away: ``governor_core/lua/list_keys.lua``). It goes in one pipeline
+   with the portfolio ``HGETALL``, the regime ``XREVRANGE … COUNT 1`` and the cluster map
+   ``HGETALL``. (The script is loaded at start; after a flushed script cache the
+   listing costs one more round trip, once.)
 2. **Their values**: one pipeline of ``HMGET``, a ``budget_usd``/``timestamp`` per budgeted
    symbol and a ``stress``/``alpha``/``timestamp`` per cluster those symbols map to (the
    service appends the plugins' ``read_commands`` to it). Skipped when the portfolio already
@@ -29,53 +30,39 @@ formula inputs, with every fallback named.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from governor_core.allocation.formula import REGIMES, ClusterInput, SymbolInput
-from governor_core.plans import parse_decimal, parse_signed_decimal
+from governor_core.keys import (
+    BUDGET_PREFIX,
+    CLUSTER_MAP_KEY,
+    PORTFOLIO_KEY,
+    REGIME_STREAM,
+    STRESS_PREFIX,
+)
+from governor_core.parsing import (
+    FUTURE_SKEW_SEC,
+    SYMBOL_RE,
+    is_fresh,
+    parse_decimal,
+    parse_signed_decimal,
+)
 from governor_core.redis_io import Command
+from governor_core.scripts import SCRIPTS
 from governor_core.wire import Packed, bulk_column
 
-PORTFOLIO_KEY = "quantum:state:portfolio"
-BUDGET_PREFIX = "quantum:portfolio:budget:"
-STRESS_PREFIX = "quantum:cluster:stress:"
-REGIME_STREAM = "quantum:stream:regime.state"
-CLUSTER_MAP_KEY = "quantum:config:symbol.cluster"
-#: Symbols as plans name them (SPEC 3.1); a budget key with any other suffix is ignored, so
-#: no odd suffix can make a target key collide with another key family.
-SYMBOL_RE = re.compile(r"[A-Z0-9]{2,32}")
-#: A timestamp further ahead than this is a clock or unit error: treated as stale.
-FUTURE_SKEW_SEC = 30.0
 SCAN_COUNT = 1000
 BUDGET_FIELDS = ("budget_usd", "timestamp")
 STRESS_FIELDS = ("stress", "alpha", "timestamp")
-
-# ARGV: pattern, SCAN COUNT. Returns the keys matching the pattern.
-LIST_SCRIPT = """
-local ok, keys = pcall(redis.call, 'KEYS', ARGV[1])
-if ok then return keys end
-keys = {}
-local cursor = '0'
-repeat
-  local page = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', ARGV[2])
-  cursor = page[1]
-  for _, key in ipairs(page[2]) do keys[#keys + 1] = key end
-until cursor == '0'
-return keys
-"""
-LIST_SHA = hashlib.sha1(LIST_SCRIPT.encode()).hexdigest()
+LIST_KEYS = SCRIPTS["list_keys"]
 
 
 def listing_commands(read_cluster_map: bool) -> list[Command]:
-    """Round trip 1; its replies go to :func:`parse_listing` (minus the first, the
-    ``SCRIPT LOAD``)."""
+    """Round trip 1; its replies go to :func:`parse_listing`."""
     commands: list[Command] = [
-        ("SCRIPT", "LOAD", LIST_SCRIPT),
-        ("EVALSHA", LIST_SHA, "0", BUDGET_PREFIX + "*", SCAN_COUNT),
+        LIST_KEYS.command((), (BUDGET_PREFIX + "*", SCAN_COUNT)),
         ("HGETALL", PORTFOLIO_KEY),
         ("XREVRANGE", REGIME_STREAM, "+", "-", "COUNT", "1"),
     ]
@@ -136,8 +123,7 @@ def _as_map(reply: object) -> dict[str, str]:
 
 
 def _fresh(ts_text: str | None, now: float, stale_sec: float) -> bool:
-    ts = parse_decimal(ts_text)
-    return ts is not None and -FUTURE_SKEW_SEC <= now - ts <= stale_sec
+    return is_fresh(parse_decimal(ts_text), now, stale_sec)
 
 
 def _text(value: object) -> str | None:
@@ -146,7 +132,7 @@ def _text(value: object) -> str | None:
 
 def parse_listing(replies: Sequence[object], now: float, stale_sec: float,
                   cluster_map: Mapping[str, str] | None) -> Listing:
-    """Judge the replies of :func:`listing_commands` (without the ``SCRIPT LOAD`` reply).
+    """Judge the replies of :func:`listing_commands`.
 
     A reply that is an error (e.g. a key of the wrong type) counts as that input missing.
     """

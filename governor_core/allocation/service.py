@@ -16,15 +16,10 @@ from __future__ import annotations
 
 import gc
 import logging
-import threading
 import time
-from collections import Counter as Tally
+from collections import Counter
 from collections.abc import Callable
 
-import redis
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-from governor_core.allocation.config import AllocationConfig
 from governor_core.allocation.formula import cluster_factor, compute_targets, regime_factor
 from governor_core.allocation.inputs import (
     Snapshot,
@@ -33,103 +28,36 @@ from governor_core.allocation.inputs import (
     parse_listing,
     parse_values,
 )
+from governor_core.allocation.metrics import AllocationMetrics
 from governor_core.allocation.model import AllocationTick
 from governor_core.allocation.publish import publish_chunks
 from governor_core.hookspecs import Reads
-from governor_core.metrics import SymbolSeries
-from governor_core.plugins import NO_READS, PluginHost, PluginReads, ReadRequest
-from governor_core.redis_io import REDIS_OUTAGE_ERRORS, Backoff, CommandStream, execute_commands
+from governor_core.host import HostService
+from governor_core.plugin_reads import NO_READS, PluginReads, ReadRequest
+from governor_core.redis_io import REDIS_OUTAGE_ERRORS, CommandStream, execute_commands
 
 log = logging.getLogger("quantum.allocation")
 
-DATA_SOURCES = ("portfolio", "budget", "regime", "cluster_stress", "alpha")
 #: How many newly unmapped symbols one log line names (the rest are counted).
 UNMAPPED_LOG_NAMES = 20
 
 
-class AllocationMetrics:
-    """The metrics of ``design/p29_capital_allocation.md`` (exact names), plus
-    ``p29_unmapped_symbols`` and ``p29_redis_errors_total``."""
+class AllocationService(HostService):
+    activity = "allocation cycle"
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.computed = SymbolSeries("p29_targets_computed_total",
-                                     "Targets computed, per symbol", counter=True,
-                                     registry=registry)
-        self.shadow_pass = Counter("p29_shadow_pass_total",
-                                   "Cycles completed in shadow mode (no live target written)",
-                                   registry=registry)
-        self.overrides = SymbolSeries("p29_enforce_overrides_total",
-                                      "Live targets written in enforce mode, per symbol",
-                                      counter=True, registry=registry)
-        self.fallbacks = Counter("p29_stale_fallback_total",
-                                 "Missing or stale inputs replaced by their fallback",
-                                 ["data_source"], registry=registry)
-        self.confidence = SymbolSeries("p29_allocation_confidence",
-                                       "Allocation confidence [0, 1]", registry=registry)
-        self.target = SymbolSeries("p29_target_usd", "Latest computed target in USD",
-                                   registry=registry)
-        self.regime_factor = Gauge("p29_regime_factor", "Current regime multiplier",
-                                   registry=registry)
-        self.cluster_factor = SymbolSeries("p29_cluster_factor", "Current cluster multiplier",
-                                           label="cluster", registry=registry)
-        self.drawdown_factor = Gauge("p29_drawdown_factor", "Current drawdown multiplier",
-                                     registry=registry)
-        self.duration = Histogram("p29_loop_duration_seconds",
-                                  "Allocation cycle duration, plugins included",
-                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
-                                           5.0), registry=registry)
-        self.unmapped = Gauge("p29_unmapped_symbols",
-                              "Budgeted symbols with no cluster mapping (own cluster)",
-                              registry=registry)
-        self.redis_errors = Counter("p29_redis_errors_total",
-                                    "Redis failures of the allocation loop, by operation",
-                                    ["op"], registry=registry)
-        for source in DATA_SOURCES:
-            self.fallbacks.labels(data_source=source)
-
-    def record(self, tick: AllocationTick) -> None:
-        """Per-symbol series in a few C-level passes per tick (see
-        :mod:`governor_core.metrics`); a symbol gone from the tick leaves no stale gauge."""
-        targets = tick.targets
-        symbols = [target.symbol for target in targets]
-        self.computed.inc_all(symbols)
-        self.confidence.set_all(dict(zip(symbols, [t.confidence for t in targets],
-                                         strict=True)))
-        self.target.set_all(dict(zip(symbols, [t.target_usd for t in targets], strict=True)))
-        if tick.mode == "enforce":
-            self.overrides.inc_all(symbols)
-        else:
-            self.shadow_pass.inc()
-
-
-class AllocationService:
-    def __init__(self, config: AllocationConfig, client: redis.Redis, plugins: PluginHost,
-                 registry: CollectorRegistry, *, clock: Callable[[], float] = time.time,
-                 stop: threading.Event | None = None) -> None:
-        self.config = config
-        self.redis = client
-        self.plugins = plugins
-        self.clock = clock
-        self.stop = stop or threading.Event()
-        self.metrics = AllocationMetrics(registry)
-        self._tick_impls = plugins.impls("on_allocation_tick")
-        self._plugin_reads = PluginReads(plugins)
+    def setup(self) -> None:
+        self.metrics = AllocationMetrics(self.registry)
+        self._plugin_reads = PluginReads(self.plugins)
         self._unmapped_logged: set[str] = set()
         self._value_commands = ValueCommands()
 
-    def run(self) -> None:
-        """Run a cycle every ``P29_INTERVAL_SEC`` until ``stop`` is set."""
-        backoff = Backoff(self.stop)
-        while not self.stop.is_set():
-            started = time.monotonic()
-            try:
-                self.step()
-                backoff.succeeded()
-            except REDIS_OUTAGE_ERRORS as exc:
-                self.metrics.redis_errors.labels(op="loop").inc()
-                backoff.failed("allocation cycle", exc)
-                continue
-            self.stop.wait(max(0.0, self.config.interval_sec - (time.monotonic() - started)))
+    @property
+    def interval_sec(self) -> float:  # type: ignore[override]
+        """A cycle every ``P29_INTERVAL_SEC``."""
+        return self.config.interval_sec
+
+    def failed(self, error: Exception) -> None:
+        self.metrics.redis_errors.labels(op="loop").inc()
 
     def step(self) -> AllocationTick | None:
         """One cycle. Returns what it published, or None when the cycle was skipped.
@@ -154,11 +82,11 @@ class AllocationService:
     def _cycle(self, now: float) -> AllocationTick | None:
         config = self.config
         replies = execute_commands(self.redis, listing_commands(config.cluster_map is None))
-        if isinstance(replies[1], Exception):
+        if isinstance(replies[0], Exception):
             self.metrics.redis_errors.labels(op="read").inc()
-            log.error("input read failed, cycle skipped: %s", replies[1])
+            log.error("input read failed, cycle skipped: %s", replies[0])
             return None
-        listing = parse_listing(replies[1:], now, config.stale_data_sec, config.cluster_map)
+        listing = parse_listing(replies, now, config.stale_data_sec, config.cluster_map)
         if listing.portfolio_problem:
             self._record_inputs(parse_values(listing, [], now, config.stale_data_sec))
             log.warning("portfolio state %s: cycle skipped, nothing written",
@@ -210,11 +138,7 @@ class AllocationService:
             self.metrics.record(tick)
             if tick.targets:
                 self.metrics.drawdown_factor.set(tick.targets[0].drawdown_factor)
-            reads = plugin_reads()
-            kwargs = {"tick": tick, "redis": self.redis, "now": now}
-            for impl in self._tick_impls:
-                kwargs["reads"] = reads.get(impl.plugin)
-                self.plugins.call_isolated("on_allocation_tick", impl, kwargs)
+            self.plugins.allocation_tick(tick, self.redis, now, plugin_reads())
             failed = [r for r in writes.replies() if isinstance(r, Exception)]
         finally:
             writes.abandon()
@@ -237,7 +161,7 @@ class AllocationService:
 
     def _record_inputs(self, snapshot: Snapshot) -> None:
         metrics = self.metrics
-        for source, count in Tally(source for source, _ in snapshot.fallbacks).items():
+        for source, count in Counter(source for source, _ in snapshot.fallbacks).items():
             metrics.fallbacks.labels(data_source=source).inc(count)
         if snapshot.fallbacks:
             log.debug("fallbacks used: %s", snapshot.fallbacks)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import redis
 from prometheus_client import CollectorRegistry
 
-from governor_core.allocation.service import DATA_SOURCES
+from governor_core.allocation.metrics import DATA_SOURCES
 from governor_core.config import redact_url
 from governor_core.demo.display import Totals
 from governor_core.demo.market import SYMBOLS

@@ -77,7 +77,8 @@ class DemoLoop:
 
     def run(self, duration: float) -> bool:
         """Run the script; False when stopped early (the table then shows where)."""
-        self.stack.governor.ensure_group()
+        self.stack.governor.prepare()  # the consumer group and the Lua scripts
+        self.stack.allocation.prepare()
         started = time.monotonic()
         drawn_at = -math.inf
         shown = -1

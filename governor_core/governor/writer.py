@@ -1,0 +1,136 @@
+"""The governor's writes: permits through ``issue_permits.lua``, dead letters through
+``dead_letter.lua``, encoded as RESP (pure; sending is the batch's business).
+
+Each call of the issue script writes :data:`WRITE_CHUNK` permits: it skips a plan whose
+permit already exists, writes the permit hash (core and plugin fields) with its TTL,
+appends the core fields to the capped ``quantum:stream:permit.issued`` and acknowledges
+the plan, atomically (the script's header in ``governor_core/lua`` is the contract).
+So a plan is acknowledged only once its permit exists, a plan delivered twice gets exactly
+one permit, and a crash at any point loses nothing. Dead letters are written the same way
+(append + acknowledge, atomically).
+
+The chunk's text is spliced: the arguments that are the same for every call (script,
+streams, group, TTL, the core field names) are encoded once, each distinct set of plugin
+fields once per call, and per plan its key, entry id, set index and core values. Every
+count is derived from :data:`~governor_core.governor.gates.CORE_FIELDS` and the
+arguments themselves, so adding a core field is a one-tuple edit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from governor_core.config import GovernorConfig
+from governor_core.governor.drafting import PermitDraft
+from governor_core.governor.gates import CORE_FIELDS
+from governor_core.keys import DEAD_STREAM, PERMIT_PREFIX, PERMIT_STREAM, PLAN_STREAM
+from governor_core.plans import PlanRejection
+from governor_core.redis_io import Command
+from governor_core.scripts import SCRIPTS
+from governor_core.wire import Packed, bulk
+
+#: Plans drafted per write sent: small enough that Redis starts early, large enough that
+#: each send is one syscall for many commands.
+WRITE_CHUNK = 50
+#: Dead-letter fields that come before the plan's own (an original field of the same name
+#: is kept as ``orig_<name>``).
+DEAD_LETTER_HEAD = ("error", "error_code", "source_id")
+
+
+class PermitWriter:
+    """Encodes a batch's writes for one governor configuration."""
+
+    def __init__(self, config: GovernorConfig) -> None:
+        self.group = config.group
+        self.maxlen = str(config.stream_maxlen)
+        issue = SCRIPTS["issue_permits"]
+        self._dead_letter = SCRIPTS["dead_letter"]
+        # EVALSHA sha numkeys | permit stream, plan stream, permit keys… | group, ttl,
+        # maxlen, ncore, core names…, nsets, sets… | per plan: entry, set, core values…
+        head = ("EVALSHA", issue.sha)
+        streams = (PERMIT_STREAM, PLAN_STREAM)
+        limits = (config.group, str(config.permit_ttl_sec), self.maxlen,
+                  str(len(CORE_FIELDS)), *CORE_FIELDS)
+        self._head = "".join(map(bulk, head))
+        self._streams = "".join(map(bulk, streams))
+        self._limits = "".join(map(bulk, limits))
+        # Everything but the permit keys, the sets and the per-plan rows (+1: numkeys,
+        # +1: nsets).
+        self._fixed_args = len(head) + 1 + len(streams) + len(limits) + 1
+        self._row_args = 2 + len(CORE_FIELDS)
+        self._set_numbers = [bulk(str(number)) for number in range(WRITE_CHUNK + 1)]
+
+    def issue(self, drafts: Sequence[PermitDraft]) -> Packed:
+        """One script call writing ``drafts`` (at most :data:`WRITE_CHUNK`).
+
+        Plan ids, entry ids and core values are ASCII (validated plans, formatted numbers,
+        fixed codes), so character counts are byte counts; plugin fields are encoded by
+        :func:`~governor_core.wire.bulk`, which counts bytes.
+        """
+        numbers = self._set_numbers
+        keys, rows = [], []
+        sets: dict[str, str] = {}  # a set's encoding -> its number, as RESP
+        set_texts: list[str] = []
+        set_args = 0
+        for draft in drafts:
+            extra = draft.extra
+            if extra.count:
+                number = sets.get(extra.resp)
+                if number is None:
+                    number = sets[extra.resp] = numbers[len(sets) + 1]
+                    set_texts.append(f"{bulk(str(extra.count))}{extra.resp}")
+                    set_args += 1 + extra.count
+            else:
+                number = numbers[0]
+            key = PERMIT_PREFIX + draft.plan.plan_id
+            entry = draft.plan.entry_id
+            keys.append(f"${len(key)}\r\n{key}\r\n")
+            values = "".join([f"${len(value)}\r\n{value}\r\n"
+                              for value in draft.permit.values()])
+            rows.append(f"${len(entry)}\r\n{entry}\r\n{number}{values}")
+        count = len(keys)
+        args = self._fixed_args + count + set_args + self._row_args * count
+        text = (f"*{args}\r\n{self._head}{bulk(str(2 + count))}{self._streams}"
+                f"{''.join(keys)}{self._limits}{bulk(str(len(sets)))}{''.join(set_texts)}"
+                f"{''.join(rows)}")
+        return Packed(text.encode())
+
+    def dead_letter(self, rejection: PlanRejection) -> Command:
+        return self.dead_letter_command(rejection.entry_id, rejection.code, rejection.message,
+                                        rejection.fields)
+
+    def dead_letter_command(self, entry_id: str, code: str, message: str,
+                            original: Mapping[str, str]) -> Command:
+        """Append the plan to the dead-letter stream with its error, and acknowledge it."""
+        return self._dead_letter.command(
+            (DEAD_STREAM, PLAN_STREAM),
+            (self.group, entry_id, self.maxlen,
+             *dead_letter_fields(entry_id, code, message, original)))
+
+    def acknowledge(self, entry_ids: Sequence[str]) -> Command:
+        return ("XACK", PLAN_STREAM, self.group, *entry_ids)
+
+
+def chunk_sizes(plans: int) -> list[int]:
+    """How many plans each issue call of a batch of ``plans`` carries."""
+    return [min(WRITE_CHUNK, plans - start) for start in range(0, plans, WRITE_CHUNK)]
+
+
+def plan_results(replies: Sequence[object], sizes: Sequence[int]) -> list[object]:
+    """Each plan's result from the issue calls' replies: 1, 0 or an error. A call Redis
+    refused as a whole (e.g. out of memory) gives its error to each of its plans."""
+    results: list[object] = []
+    for reply, size in zip(replies, sizes, strict=True):
+        results.extend(reply if isinstance(reply, list) and len(reply) == size
+                       else [reply] * size)
+    return results
+
+
+def dead_letter_fields(entry_id: str, code: str, message: str,
+                       original: Mapping[str, str]) -> list[str]:
+    """:data:`DEAD_LETTER_HEAD` first, then the plan's original fields."""
+    flat = [DEAD_LETTER_HEAD[0], message, DEAD_LETTER_HEAD[1], code,
+            DEAD_LETTER_HEAD[2], entry_id]
+    for name, value in dict(original).items():
+        flat.extend((f"orig_{name}" if name in DEAD_LETTER_HEAD else name, value))
+    return flat
