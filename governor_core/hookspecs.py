@@ -8,6 +8,21 @@ grow without breaking plugins.
 
 Plugins never write the host's outputs directly: a governor plugin returns permit fields, an
 allocation plugin writes only its own keys and streams.
+
+What every plugin may rely on, and must keep to:
+
+* **Calls.** The host (:class:`governor_core.plugins.PluginHost`) calls each implementation
+  on its own, never through pluggy's ``hook.name(...)`` chain; so hook wrappers
+  (``wrapper=True``, ``hookwrapper=True``) have nothing to wrap and are refused when the
+  plugin is registered (the plugin is disabled with that reason).
+* **Returned values are the host's to remember.** For speed the host remembers, by the
+  object's identity, what it made of a returned value: the encoding of each command tuple
+  ``read_commands`` returns (between batches, while it holds the tuple), and the check and
+  encoding of each mapping ``on_issue_permit`` returns or :class:`SymbolFields` holds (for
+  the batch). Return the same objects again when nothing changed (that is what makes a
+  plugin cheap), and never mutate a returned mapping afterwards: return a new one.
+* **Imports.** A plugin imports from ``governor_core`` (``hookimpl``) and
+  :mod:`governor_core.plugin_api` only; everything else of the host may change.
 """
 
 from __future__ import annotations

@@ -1,10 +1,19 @@
-"""Building the plugin manager, and calling plugins so that one cannot hurt the others.
+"""The plugin manager of both hosts, and the one place where their hooks are called.
 
 :func:`build_plugin_host` is the only way a host gets its plugins: add the specs, block the
 names in ``QUANTUM_DISABLE_PLUGINS`` (a blocked plugin is never imported), load the
 ``quantum_governor`` entry points one by one, validate them, then configure them. A plugin
 that fails to import, to validate or to configure is disabled, logged and counted; the host
 runs on with the rest.
+
+:class:`PluginHost` is the hosts' typed view of their plugins: one method per hook, each
+calling every implementation on its own (pluggy would stop at the first exception), so a
+plugin that raises is logged with its name, counted in
+``governor_plugin_errors_total{plugin,hook}`` and left out, and the others go on.
+Implementations are called with only the arguments they name (pluggy's opt-in
+arguments), which the host binds once per batch, not per call. Hook wrappers
+(``wrapper=True`` / ``hookwrapper=True``) are refused at registration: every hook here is
+advisory, and a wrapper would see the other plugins' calls, which the host makes one by one.
 """
 
 from __future__ import annotations
@@ -19,16 +28,14 @@ import pluggy
 from prometheus_client import CollectorRegistry, Counter
 
 from governor_core import hookspecs
-from governor_core.hookspecs import READ_COMMANDS, Reads
-from governor_core.wire import Packed, bulk
 
 log = logging.getLogger("quantum.plugins")
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 HOOK_NAMES = ("on_configure", "permit_fields", "read_commands", "on_permit_batch",
               "on_issue_permit", "on_allocation_tick")
-#: Encoded plugin read commands remembered between batches (then the memory starts over).
-MAX_REMEMBERED_READS = 100_000
+#: The arguments ``on_issue_permit`` may name, in the order :class:`PermitHook` binds them.
+PERMIT_HOOK_ARGS = ("plan", "permit", "batch", "now")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,20 +51,53 @@ class PluginStatus:
 
 
 @dataclass(frozen=True, slots=True)
-class BoundImpl:
-    """One plugin's implementation of one hook, ready to call with only its arguments."""
+class _Impl:
+    """One plugin's implementation of one hook, with the argument names it asks for."""
 
     plugin: str
     function: Callable[..., Any]
     argnames: tuple[str, ...]
 
-    def __call__(self, kwargs: Mapping[str, Any]) -> Any:
+    def call(self, kwargs: Mapping[str, Any]) -> Any:
         return self.function(*[kwargs[name] for name in self.argnames])
+
+
+@dataclass(frozen=True, slots=True)
+class PermitBatch:
+    """What each plugin's ``on_permit_batch`` returned for a batch (``contexts``), and the
+    plugins whose batch hook raised (``failed``: they sit the batch out)."""
+
+    contexts: Mapping[str, Any]
+    failed: frozenset[str]
+
+
+class PermitHook:
+    """One plugin's ``on_issue_permit``, bound to a batch: called once per plan with the
+    plan and its core fields. A raise is logged, counted and read as no fields."""
+
+    __slots__ = ("_function", "_host", "_positions", "batch", "now", "plugin", "wants_permit")
+
+    def __init__(self, host: PluginHost, impl: _Impl, batch: Any, now: float) -> None:
+        self._host = host
+        self._function = impl.function
+        self._positions = tuple(PERMIT_HOOK_ARGS.index(name) for name in impl.argnames)
+        self.plugin = impl.plugin
+        self.batch = batch
+        self.now = now
+        self.wants_permit = "permit" in impl.argnames
+
+    def __call__(self, plan: Any, permit: Mapping[str, str] | None) -> Any:
+        values = (plan, permit, self.batch, self.now)
+        try:
+            return self._function(*[values[at] for at in self._positions])
+        except Exception as exc:
+            self._host.record_error(self.plugin, "on_issue_permit", exc)
+            return None
 
 
 @dataclass
 class PluginHost:
-    """A host's loaded plugins, with isolated calling and the record of what happened."""
+    """A host's loaded plugins: their statuses, and one method per hook."""
 
     host: str
     manager: pluggy.PluginManager
@@ -66,133 +106,102 @@ class PluginHost:
     statuses: list[PluginStatus] = field(default_factory=list)
     declared_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def impls(self, hook: str) -> list[BoundImpl]:
-        """Implementations of ``hook``, in pluggy's call order (last registered first)."""
-        caller = getattr(self.manager.hook, hook)
-        return [BoundImpl(impl.plugin_name, impl.function, tuple(impl.argnames))
-                for impl in reversed(caller.get_hookimpls())]
+    @property
+    def active(self) -> list[str]:
+        return [status.name for status in self.statuses if status.state == "active"]
 
-    def call_each(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call every implementation of ``hook`` on its own; failures are logged, counted
-        and left out of the result."""
-        results = []
-        for impl in self.impls(hook):
-            ok, value = self.call_isolated(hook, impl, kwargs)
+    def implementers(self, hook: str) -> list[str]:
+        """The plugins implementing ``hook``, in call order (last registered first)."""
+        return [impl.plugin for impl in self._impls(hook)]
+
+    # -- the hooks -------------------------------------------------------------------------
+
+    def read_commands(self, symbols: Sequence[str], now: float) -> list[tuple[str, Any]]:
+        """``(plugin, commands)`` of each plugin that asked for reads (see
+        :class:`~governor_core.plugin_reads.PluginReads`, which checks them)."""
+        kwargs = {"host": self.host, "symbols": symbols, "now": now}
+        return [(plugin, asked) for plugin, asked in self._each("read_commands", kwargs)
+                if asked]
+
+    def permit_batch(self, plans: Sequence[Any], redis: Any, now: float,
+                     reads: Mapping[str, hookspecs.Reads]) -> PermitBatch:
+        """Every ``on_permit_batch``, each with the replies to its own ``read_commands``."""
+        contexts: dict[str, Any] = {}
+        failed = set()
+        for impl in self._impls("on_permit_batch"):
+            kwargs = {"plans": plans, "redis": redis, "now": now,
+                      "reads": reads.get(impl.plugin)}
+            ok, context = self._call("on_permit_batch", impl, kwargs)
             if ok:
-                results.append((impl.plugin, value))
-        return results
+                contexts[impl.plugin] = context
+            else:
+                failed.add(impl.plugin)
+        return PermitBatch(contexts, frozenset(failed))
 
-    def call_isolated(self, hook: str, impl: BoundImpl,
-                      kwargs: Mapping[str, Any]) -> tuple[bool, Any]:
-        try:
-            return True, impl(kwargs)
-        except Exception as exc:
-            self.record_error(impl.plugin, hook, exc)
-            return False, None
+    def permit_hooks(self, batch: PermitBatch, now: float,
+                     skip: Iterable[str] = ()) -> list[PermitHook]:
+        """Each ``on_issue_permit`` bound to the batch, but for the plugins in ``skip``
+        and those whose batch hook failed."""
+        skipped = batch.failed.union(skip)
+        return [PermitHook(self, impl, batch.contexts.get(impl.plugin), now)
+                for impl in self._impls("on_issue_permit") if impl.plugin not in skipped]
+
+    def allocation_tick(self, tick: Any, redis: Any, now: float,
+                        reads: Mapping[str, hookspecs.Reads]) -> None:
+        """Every ``on_allocation_tick``, each with the replies to its ``read_commands``."""
+        for impl in self._impls("on_allocation_tick"):
+            self._call("on_allocation_tick", impl, {"tick": tick, "redis": redis, "now": now,
+                                                    "reads": reads.get(impl.plugin)})
 
     def record_error(self, plugin: str, hook: str, exc: BaseException) -> None:
         self.errors.labels(plugin=plugin, hook=hook).inc()
         log.error("plugin %s raised in %s: %s: %s", plugin, hook, type(exc).__name__, exc,
                   extra={"plugin": plugin, "hook": hook}, exc_info=exc)
 
-    @property
-    def active(self) -> list[str]:
-        return [status.name for status in self.statuses if status.state == "active"]
+    # -- calling -----------------------------------------------------------------------------
+
+    def _impls(self, hook: str) -> list[_Impl]:
+        caller = getattr(self.manager.hook, hook)
+        return [_Impl(impl.plugin_name, impl.function, tuple(impl.argnames))
+                for impl in reversed(caller.get_hookimpls())]
+
+    def _call(self, hook: str, impl: _Impl, kwargs: Mapping[str, Any]) -> tuple[bool, Any]:
+        try:
+            return True, impl.call(kwargs)
+        except Exception as exc:
+            self.record_error(impl.plugin, hook, exc)
+            return False, None
+
+    def _each(self, hook: str, kwargs: Mapping[str, Any]) -> list[tuple[str, Any]]:
+        """``(plugin, result)`` of each implementation that did not raise."""
+        results = []
+        for impl in self._impls(hook):
+            ok, value = self._call(hook, impl, kwargs)
+            if ok:
+                results.append((impl.plugin, value))
+        return results
+
+    def _configure(self, env: Mapping[str, str]) -> None:
+        """``on_configure`` (a plugin that raises is disabled for good), then
+        ``permit_fields``."""
+        kwargs = {"host": self.host, "env": env, "registry": self.registry}
+        for impl in self._impls("on_configure"):
+            try:
+                impl.call(kwargs)
+            except Exception as exc:
+                why = f"invalid configuration: {exc}"
+                self.errors.labels(plugin=impl.plugin, hook="on_configure").inc()
+                log.error("plugin %s disabled: %s", impl.plugin, why,
+                          extra={"plugin": impl.plugin, "hook": "on_configure"})
+                self._disable(impl.plugin, why)
+        for plugin, fields in self._each("permit_fields", {}):
+            self.declared_fields[plugin] = tuple(fields or ())
 
     def _disable(self, name: str, why: str) -> None:
         self.manager.unregister(name=name)
         self.statuses = [
             PluginStatus(s.name, s.distribution, s.version, s.hooks, "disabled", why)
             if s.name == name else s for s in self.statuses]
-
-
-class PluginReads:
-    """Each plugin's ``read_commands``, sent in its host's own read round trip.
-
-    A host builds one and calls :meth:`request` per batch or cycle, appends the request's
-    :attr:`ReadRequest.commands` after its own reads, and hands the replies back through
-    :meth:`ReadRequest.reads`. A plugin's request is checked before anything is sent:
-    tuples of strings naming a command of :data:`~governor_core.hookspecs.READ_COMMANDS`.
-    Anything else is that plugin's error (logged, counted, its reads dropped); since the
-    commands are encoded here, never taken as wire text, no plugin can garble the host's
-    own reads. Each command's encoding is remembered between calls: a plugin asks for the
-    same keys batch after batch.
-    """
-
-    def __init__(self, plugins: PluginHost) -> None:
-        self.plugins = plugins
-        self._impls = plugins.impls("read_commands")
-        self._wire: dict[int, tuple[tuple[str, ...], str]] = {}  # id -> (command, text)
-
-    def __bool__(self) -> bool:
-        return bool(self._impls)
-
-    def request(self, symbols: Sequence[str], now: float) -> ReadRequest:
-        symbols = tuple(symbols)
-        kwargs = {"host": self.plugins.host, "symbols": symbols, "now": now}
-        commands: list[Packed] = []
-        owners: list[tuple[str, int]] = []
-        for impl in self._impls:
-            ok, asked = self.plugins.call_isolated("read_commands", impl, kwargs)
-            if not ok or not asked:
-                continue
-            try:
-                asked = list(asked)
-                wire = self._encoded(asked)
-            except (TypeError, ValueError) as exc:
-                self.plugins.record_error(impl.plugin, "read_commands", exc)
-                continue
-            commands.append(Packed(wire.encode(), len(asked)))
-            owners.append((impl.plugin, len(asked)))
-        return ReadRequest(symbols, commands, owners)
-
-    def _encoded(self, asked: Sequence[tuple[str, ...]]) -> str:
-        """The commands as RESP text. Remembered by identity: a plugin that keeps its
-        command tuples (as :class:`~governor_core.efficiency.EfficiencyReader` does) costs
-        a lookup per command, not a hash of every argument (the tuple is kept with its
-        text, so its id cannot be reused while remembered)."""
-        memory = self._wire
-        if len(memory) > MAX_REMEMBERED_READS:
-            memory.clear()
-        parts = []
-        for command in asked:
-            known = memory.get(id(command))
-            if known is not None and known[0] is command:
-                parts.append(known[1])
-                continue
-            if type(command) is not tuple or not command or not all(
-                    type(arg) is str for arg in command):
-                raise TypeError(f"a read command must be a tuple of strings, "
-                                f"not {command!r:.80}")
-            if command[0].upper() not in READ_COMMANDS:
-                raise ValueError(f"{command[0]!r} is not a read command the host sends "
-                                 f"(allowed: {', '.join(sorted(READ_COMMANDS))})")
-            wire = f"*{len(command)}\r\n{''.join(map(bulk, command))}"
-            memory[id(command)] = (command, wire)
-            parts.append(wire)
-        return "".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class ReadRequest:
-    """The plugins' reads for one batch or cycle: ``commands`` to send after the host's
-    own, and which plugin asked for how many (in order)."""
-
-    symbols: tuple[str, ...]
-    commands: list[Packed]
-    owners: list[tuple[str, int]]
-
-    def reads(self, replies: Sequence[object]) -> dict[str, Reads]:
-        """Each plugin's :class:`~governor_core.hookspecs.Reads`, from the replies to
-        :attr:`commands` (in order)."""
-        result, at = {}, 0
-        for plugin, count in self.owners:
-            result[plugin] = Reads(self.symbols, list(replies[at:at + count]))
-            at += count
-        return result
-
-
-NO_READS = ReadRequest((), [], [])
 
 
 def plugin_errors_counter(registry: CollectorRegistry) -> Counter:
@@ -249,7 +258,7 @@ def build_plugin_host(
             result.errors.labels(plugin=name, hook="load").inc()
             log.error("plugin %s disabled: %s", name, why, extra={"plugin": name})
 
-    _configure(result, env)
+    result._configure(env)
     return result
 
 
@@ -263,6 +272,14 @@ def _register(manager: pluggy.PluginManager, name: str, load: Callable[[], objec
         manager.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
         return f"invalid hook implementation: {exc}"
+    wrappers = [caller.name for caller in manager.get_hookcallers(plugin) or ()
+                for impl in caller.get_hookimpls()
+                if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper)]
+    if wrappers:
+        manager.unregister(plugin)
+        return ("hook wrappers are not supported: " + ", ".join(wrappers)
+                + " declared with wrapper=True or hookwrapper=True; the host calls each "
+                "implementation on its own (drop the wrapper option and return a value)")
     unknown = [caller.name for caller in manager.get_hookcallers(plugin) or ()
                if not caller.has_spec() and not all(
                    impl.optionalhook for impl in caller.get_hookimpls())]
@@ -271,18 +288,3 @@ def _register(manager: pluggy.PluginManager, name: str, load: Callable[[], objec
         return ("implements hooks no host defines: " + ", ".join(unknown)
                 + f" (known hooks: {', '.join(HOOK_NAMES)})")
     return ""
-
-
-def _configure(result: PluginHost, env: Mapping[str, str]) -> None:
-    kwargs = {"host": result.host, "env": env, "registry": result.registry}
-    for impl in result.impls("on_configure"):
-        try:
-            impl(kwargs)
-        except Exception as exc:
-            why = f"invalid configuration: {exc}"
-            result.errors.labels(plugin=impl.plugin, hook="on_configure").inc()
-            log.error("plugin %s disabled: %s", impl.plugin, why,
-                      extra={"plugin": impl.plugin, "hook": "on_configure"})
-            result._disable(impl.plugin, why)
-    for plugin, fields in result.call_each("permit_fields"):
-        result.declared_fields[plugin] = tuple(fields or ())

@@ -97,6 +97,37 @@ def status(plugin_host: Any, name: str):
     return next(s for s in plugin_host.statuses if s.name == name)
 
 
+class Wrapping:
+    """A hook wrapper: the host calls each implementation on its own, so it refuses one."""
+
+    def __init__(self, option: str) -> None:
+        self.option = option
+
+    @hookimpl
+    def permit_fields(self) -> Sequence[str]:
+        return ("wrapped",)
+
+
+def wrapper_plugin(option: str) -> object:
+    class Plugin(Wrapping):
+        @hookimpl(**{option: True})
+        def on_issue_permit(self, plan: Plan) -> Any:
+            return (yield)
+
+    return Plugin(option)
+
+
+@pytest.mark.parametrize("option", ["wrapper", "hookwrapper"])
+def test_hook_wrappers_are_refused_at_registration(option: str) -> None:
+    plugin_host, registry = host(("wrapping", wrapper_plugin(option)), ("kept", Tagger()))
+    record = status(plugin_host, "wrapping")
+    assert record.state == "disabled"
+    assert "on_issue_permit" in record.why and "hook wrappers are not supported" in record.why
+    assert errors(registry, "wrapping", "load") == 1
+    assert plugin_host.implementers("on_issue_permit") == ["kept"]
+    assert "wrapping" not in plugin_host.declared_fields
+
+
 def test_fresh_host_configures_and_declares() -> None:
     tagger = Tagger()
     plugin_host, _ = host(("tagger", tagger))
@@ -115,7 +146,7 @@ def test_disabled_plugin_is_blocked_and_never_configured() -> None:
     assert plugin_host.active == ["kept"]
     record = status(plugin_host, "blocked")
     assert (record.state, record.why) == ("blocked", "named in QUANTUM_DISABLE_PLUGINS")
-    assert [impl.plugin for impl in plugin_host.impls("on_issue_permit")] == ["kept"]
+    assert plugin_host.implementers("on_issue_permit") == ["kept"]
 
 
 @pytest.fixture
@@ -205,7 +236,7 @@ def test_invalid_plugin_configuration_disables_it(caplog: pytest.LogCaptureFixtu
     assert errors(registry, "limits", "on_configure") == 1
     assert plugin_host.active == ["tagger"]
     assert "limits" not in plugin_host.declared_fields
-    assert not any(impl.plugin == "limits" for impl in plugin_host.impls("on_issue_permit"))
+    assert "limits" not in plugin_host.implementers("on_issue_permit")
     assert any("limits" in r.getMessage() and "MY_LIMIT" in r.getMessage()
                for r in caplog.records)
 
@@ -455,13 +486,12 @@ def test_p31_keeps_working_after_an_allocation_host_is_built() -> None:
     client = fakeredis.FakeRedis(decode_responses=True)
     client.hset("quantum:capital:efficiency:BTCUSDT",
                 mapping={"efficiency_score": "0.2", "confidence": "0.9", "ts": str(NOW)})
-    batch = next(impl for impl in governor.impls("on_permit_batch")
-                 if impl.plugin == "p31_efficiency")
-    issue = next(impl for impl in governor.impls("on_issue_permit")
-                 if impl.plugin == "p31_efficiency")
-    context = batch({"plans": [PLAN], "redis": client, "now": NOW, "reads": None})
+    batch = governor.permit_batch([PLAN], client, NOW, {})
+    context = batch.contexts["p31_efficiency"]
     assert isinstance(context, SymbolFields)  # the host's per-symbol fast path
-    fields = issue({"plan": PLAN, "permit": {}, "batch": context, "now": NOW})
+    issue = next(hook for hook in governor.permit_hooks(batch, NOW)
+                 if hook.plugin == "p31_efficiency")
+    fields = issue(PLAN, {})
     assert fields is not None and fields["eff_action"] == "DOWNSIZE"
 
 

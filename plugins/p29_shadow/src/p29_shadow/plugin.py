@@ -13,8 +13,8 @@ attempted); a failed write raises, so the host logs and counts it against this p
 
 from __future__ import annotations
 
+import collections
 import math
-from collections import Counter as Tally
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,12 +22,16 @@ from prometheus_client import CollectorRegistry, Counter
 from redis.exceptions import RedisError
 
 from governor_core import hookimpl
-from governor_core.allocation.model import AllocationTick
-from governor_core.config import EnvReader
-from governor_core.efficiency import REASONS, EfficiencyReader, EfficiencyReading
-from governor_core.hookspecs import Reads
-from governor_core.metrics import SymbolSeries
-from governor_core.redis_io import CommandStream
+from governor_core.plugin_api import (
+    EFFICIENCY_REASONS,
+    AllocationTick,
+    CommandStream,
+    EfficiencyReader,
+    EfficiencyReading,
+    EnvReader,
+    Reads,
+    SymbolSeries,
+)
 from p29_shadow.formula import ShadowConfig, proposal_chunks, shadow_multiplier
 
 CHUNK_SYMBOLS = 500
@@ -50,7 +54,8 @@ class ShadowMetrics:
         self.score = SymbolSeries("p29_shadow_eff_score",
                                   "Latest efficiency score (NaN when unknown)",
                                   registry=registry)
-        self.reasons = {reason: self.proposed.labels(reason=reason) for reason in REASONS}
+        self.reasons = {reason: self.proposed.labels(reason=reason)
+                        for reason in EFFICIENCY_REASONS}
 
     def record(self, symbols: list[str], multipliers: list[float],
                readings: list[EfficiencyReading]) -> None:
@@ -61,7 +66,7 @@ class ShadowMetrics:
                                  for symbol, reading in zip(symbols, readings, strict=True)})
         self.score.set_all({symbol: nan if reading.score is None else reading.score
                             for symbol, reading in zip(symbols, readings, strict=True)})
-        for reason, count in Tally(reading.reason for reading in readings).items():
+        for reason, count in collections.Counter(reading.reason for reading in readings).items():
             self.reasons[reason].inc(count)
 
 

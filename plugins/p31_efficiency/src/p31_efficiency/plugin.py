@@ -6,18 +6,22 @@ The plugin is active on the governor host only. Its configuration is read in
 
 from __future__ import annotations
 
-from collections import Counter as Tally
+import collections
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
 from governor_core import hookimpl
-from governor_core.config import EnvReader
-from governor_core.efficiency import EfficiencyReader, EfficiencyReading
-from governor_core.hookspecs import Reads, SymbolFields
-from governor_core.metrics import SymbolSeries
-from governor_core.plans import Plan
+from governor_core.plugin_api import (
+    EfficiencyReader,
+    EfficiencyReading,
+    EnvReader,
+    Plan,
+    Reads,
+    SymbolFields,
+    SymbolSeries,
+)
 from p31_efficiency.formula import (
     PERMIT_FIELDS,
     DownsizeHint,
@@ -81,14 +85,14 @@ class EfficiencyPlugin:
         config = self.config
         if config is None:
             return None
-        plans_per_symbol = Tally(plan.symbol for plan in plans)
+        plans_per_symbol = collections.Counter(plan.symbol for plan in plans)
         symbols = sorted(plans_per_symbol)
         if reads is not None and list(reads.symbols) == symbols:
             readings = self.reader.judge(reads.replies, now)
         else:
             readings = self.reader.read(redis, symbols, now)
         hints = SymbolFields()
-        applied: Tally[tuple[str, str]] = Tally()
+        applied: collections.Counter[tuple[str, str]] = collections.Counter()
         factors = {}
         known = self._hints
         if len(known) > MAX_KNOWN_HINTS:
