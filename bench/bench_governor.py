@@ -27,7 +27,8 @@ import redis
 from prometheus_client import CollectorRegistry
 
 from governor_core.config import EnvReader, GovernorConfig
-from governor_core.governor.service import PLAN_STREAM, GovernorService
+from governor_core.governor.service import GovernorService
+from governor_core.keys import PLAN_STREAM
 from governor_core.plugins import build_plugin_host
 from governor_core.redis_io import connect
 from governor_core.testing import RedisServer, free_port, start_redis

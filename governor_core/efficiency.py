@@ -22,11 +22,10 @@ from typing import Any, NamedTuple
 
 from redis.exceptions import RedisError
 
-from governor_core.plans import parse_decimal
+from governor_core.keys import EFFICIENCY_PREFIX
+from governor_core.parsing import FUTURE_SKEW_SEC, parse_decimal
 from governor_core.redis_io import execute_commands
 
-EFFICIENCY_KEY = "quantum:capital:efficiency:{}"
-FUTURE_SKEW_SEC = 30.0
 REASONS = ("ok", "missing_eff", "stale_eff", "low_conf", "invalid_eff", "redis_error")
 
 
@@ -138,7 +137,7 @@ class EfficiencyReader:
         if len(tuples) > self.max_entries:
             tuples.clear()
         return [tuples.get(symbol) or tuples.setdefault(
-            symbol, ("HMGET", EFFICIENCY_KEY.format(symbol), *EFFICIENCY_FIELDS))
+            symbol, ("HMGET", EFFICIENCY_PREFIX + symbol, *EFFICIENCY_FIELDS))
             for symbol in symbols]
 
     def read(self, redis: Any, symbols: list[str], now: float) -> list[EfficiencyReading]:

@@ -49,7 +49,7 @@ def explain(client: redis.Redis, plan_id: str,
     permit = client.hgetall(PERMIT_PREFIX + plan_id)
     if permit:
         ttl = client.ttl(PERMIT_PREFIX + plan_id)
-        source = f"quantum:permit:{plan_id} (expires in {ttl}s)"
+        source = f"{PERMIT_PREFIX}{plan_id} (expires in {ttl}s)"
     else:
         found = find_in_stream(client, PERMIT_STREAM, plan_id)
         if found is None:

@@ -42,7 +42,8 @@ from governor_core.keys import (
 from governor_core.metrics import SymbolSeries
 from governor_core.plans import Plan
 from governor_core.redis_io import CommandStream, execute_commands
-from governor_core.wire import CommandTemplate, Group, Packed, RowTemplate, Slot, field_pairs
+from governor_core.templates import CommandTemplate, Group, RowTemplate, Slot, field_pairs
+from governor_core.wire import Packed
 
 __all__ = [
     "DECISION_STREAM",

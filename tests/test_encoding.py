@@ -38,15 +38,8 @@ from governor_core.efficiency import EfficiencyReading
 from governor_core.formats import fmt_usd, fmt_usd_column
 from governor_core.metrics import SymbolSeries
 from governor_core.parsing import _DECIMAL, parse_decimal
-from governor_core.wire import (
-    CommandTemplate,
-    Group,
-    Packed,
-    RowTemplate,
-    Slot,
-    bulk,
-    field_pairs,
-)
+from governor_core.templates import CommandTemplate, Group, RowTemplate, Slot, field_pairs
+from governor_core.wire import Packed, bulk
 
 NOW = 1_800_000_000.0
 

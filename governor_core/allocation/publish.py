@@ -16,11 +16,10 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from governor_core.allocation.model import AllocationTarget, AllocationTick
 from governor_core.formats import fmt4, fmt_factor, fmt_ts, fmt_usd, fmt_usd_column
-from governor_core.wire import CommandTemplate, Group, Packed, RowTemplate, Slot, field_pairs
+from governor_core.keys import DECISION_STREAM, TARGET_PREFIX
+from governor_core.templates import CommandTemplate, Group, RowTemplate, Slot, field_pairs
+from governor_core.wire import Packed
 
-DECISION_STREAM = "quantum:stream:allocation.decision"
-TARGET_PREFIX = "quantum:allocation:target:"
-TARGET_KEY = TARGET_PREFIX + "{}"
 #: What a live target holds; also the decision's fields after ``symbol``, in this order.
 TARGET_FIELDS = ("target_usd", "weight", "cluster_id", "regime", "drawdown_zone",
                  "confidence", "timestamp", "mode")

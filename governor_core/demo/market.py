@@ -23,6 +23,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from governor_core.keys import (
+    BUDGET_PREFIX,
+    CLUSTER_MAP_KEY,
+    EFFICIENCY_PREFIX,
+    PORTFOLIO_KEY,
+    REGIME_STREAM,
+    STRESS_PREFIX,
+)
 from governor_core.redis_io import Command
 
 SCRIPT_SEC = 240
@@ -66,10 +74,7 @@ SCRIPT_NOTES = (
 #: The one malformed plan of the script (at this second): it goes to the dead-letter stream.
 BAD_PLAN_SEC = 200
 
-PLAN_STREAM = "quantum:stream:apply.plan"
 PLAN_STREAM_MAXLEN = 10_000
-REGIME_STREAM = "quantum:stream:regime.state"
-CLUSTER_MAP_KEY = "quantum:config:symbol.cluster"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,14 +166,14 @@ def market_second(t: int, start: float = SIM_START) -> MarketSecond:
         flat = [part for item in CLUSTERS.items() for part in item]
         writes.append(("HSET", CLUSTER_MAP_KEY, *flat))
     if t % 5 == 0:  # portfolio, budgets and cluster stress: every five seconds
-        writes.append(("HSET", "quantum:state:portfolio", "equity_usd", f"{equity:.2f}",
+        writes.append(("HSET", PORTFOLIO_KEY, "equity_usd", f"{equity:.2f}",
                        "drawdown", f"{drawdown:.4f}", "timestamp", str(int(now))))
         for symbol, budget in BUDGETS.items():
-            writes.append(("HSET", f"quantum:portfolio:budget:{symbol}",
+            writes.append(("HSET", BUDGET_PREFIX + symbol,
                            "budget_usd", str(budget), "timestamp", str(int(now))))
         for cluster in sorted(set(CLUSTERS.values())):
             fields = [part for item in cluster_inputs_at(cluster, t).items() for part in item]
-            writes.append(("HSET", f"quantum:cluster:stress:{cluster}", *fields,
+            writes.append(("HSET", STRESS_PREFIX + cluster, *fields,
                            "timestamp", str(int(now))))
     if t % 15 == 0:  # the regime detector publishes every fifteen seconds
         writes.append(("XADD", REGIME_STREAM, "MAXLEN", "~", "1000", "*",
@@ -178,7 +183,7 @@ def market_second(t: int, start: float = SIM_START) -> MarketSecond:
             eff = efficiency_at(symbol, t)
             if eff is not None:
                 score, conf, ts = eff
-                writes.append(("HSET", f"quantum:capital:efficiency:{symbol}",
+                writes.append(("HSET", EFFICIENCY_PREFIX + symbol,
                                "efficiency_score", score, "confidence", conf,
                                "ts", str(int(start + ts)), "mode", "demo"))
     return MarketSecond(t, PHASES[min(t // PHASE_SEC, len(PHASES) - 1)], regime, drawdown,

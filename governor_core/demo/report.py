@@ -15,6 +15,7 @@ from governor_core.demo.market import SYMBOLS
 from governor_core.demo.stack import DemoStack
 from governor_core.efficiency import REASONS
 from governor_core.governor.gates import DECISIONS
+from governor_core.keys import PERMIT_PREFIX
 from governor_core.redis_io import Command, execute_commands
 
 #: The plugins the demo is about, and the host each one acts on.
@@ -79,7 +80,7 @@ def collect_totals(stack: DemoStack, allocation_cycles: int) -> Totals:
 def plan_to_explain(client: redis.Redis, plan_ids: Sequence[str]) -> str | None:
     """The newest plan whose permit says DOWNSIZE (a CLAMP preferred), else the newest
     permitted plan; ``None`` when no plan has a permit."""
-    commands: list[Command] = [("HMGET", f"quantum:permit:{plan_id}", "decision", "eff_action")
+    commands: list[Command] = [("HMGET", PERMIT_PREFIX + plan_id, "decision", "eff_action")
                                for plan_id in plan_ids]
     replies = execute_commands(client, commands) if commands else []
     best: tuple[int, int] | None = None
@@ -94,7 +95,7 @@ def plan_to_explain(client: redis.Redis, plan_ids: Sequence[str]) -> str | None:
 
 def where_next(stack: DemoStack, plan_id: str | None) -> list[str]:
     symbol = plan_id.rsplit("-", 1)[-1] if plan_id else SYMBOLS[0]
-    permit = f"quantum:permit:{plan_id}" if plan_id else "quantum:permit:<plan_id>"
+    permit = PERMIT_PREFIX + (plan_id or "<plan_id>")
     n = len(SYMBOLS)
     keys = [
         ("the permit", f"HGETALL {permit}"),

@@ -24,7 +24,6 @@ from governor_core.demo.display import Header, LiveTable, SymbolState, render_ta
 from governor_core.demo.market import (
     PHASE_SEC,
     PHASES,
-    PLAN_STREAM,
     PLAN_STREAM_MAXLEN,
     SCRIPT_SEC,
     SIM_START,
@@ -33,6 +32,13 @@ from governor_core.demo.market import (
     market_second,
 )
 from governor_core.demo.stack import DemoStack
+from governor_core.keys import (
+    EFFICIENCY_PREFIX,
+    PERMIT_PREFIX,
+    PLAN_STREAM,
+    PROPOSAL_PREFIX,
+    TARGET_PREFIX,
+)
 from governor_core.plans import Plan, parse_plan
 from governor_core.redis_io import Command, execute_commands
 
@@ -135,7 +141,7 @@ class DemoLoop:
                                      self.stack.clock()))
 
     def header(self, market: MarketSecond) -> Header:
-        zone = self.stack.client.hget(f"quantum:allocation:target:{SYMBOLS[0]}",
+        zone = self.stack.client.hget(TARGET_PREFIX + SYMBOLS[0],
                                       "drawdown_zone") or ""
         phase_no = min(market.second // PHASE_SEC, len(PHASES) - 1) + 1
         return Header(market.second + 1, SCRIPT_SEC, market.phase, phase_no, len(PHASES),
@@ -145,10 +151,10 @@ class DemoLoop:
         """Every row's four hashes, read back from Redis in one round trip."""
         commands: list[Command] = []
         for symbol in SYMBOLS:
-            commands += [("HGETALL", f"quantum:capital:efficiency:{symbol}"),
-                         ("HGETALL", f"quantum:allocation:target:{symbol}"),
-                         ("HGETALL", f"quantum:allocation:target:proposed:{symbol}"),
-                         ("HGETALL", f"quantum:permit:{self.newest_plan.get(symbol, '-')}")]
+            commands += [("HGETALL", EFFICIENCY_PREFIX + symbol),
+                         ("HGETALL", TARGET_PREFIX + symbol),
+                         ("HGETALL", PROPOSAL_PREFIX + symbol),
+                         ("HGETALL", PERMIT_PREFIX + self.newest_plan.get(symbol, "-"))]
         replies = [_as_hash(reply) for reply in execute_commands(self.stack.client, commands)]
         return [SymbolState(symbol, *replies[4 * i:4 * i + 4])
                 for i, symbol in enumerate(SYMBOLS)]
