@@ -5,22 +5,29 @@ into a frozen dataclass. A value that does not parse raises :class:`ConfigError`
 message names the variable, the value seen and what was expected, so a host can stop at
 start with one line instead of a traceback (and a plugin can be disabled with the same line).
 
-Every variable read goes through one of the ``EnvReader`` methods with a literal name;
-``tests/test_deploy_files.py`` relies on that to check the env files in ``deploy/`` list
-exactly the variables the code reads.
+A config class declares each variable once, as a field: ``min_conf: float =
+setting("P31_MIN_CONF", 0.65, min=0.0, max=1.0)`` names the variable, its default and its
+bounds; :func:`read_settings` reads every such field with the reader its annotation names.
+So a default is written in one place, and :func:`settings_of` lists what a class reads
+(for ``check-config`` and the configuration snapshot). Reads outside a config class go
+through one of the ``EnvReader`` methods with a literal name. ``tests/test_deploy_files.py``
+relies on both forms to check that the env files in ``deploy/`` list exactly the variables
+the code reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
-_UNSET = object()
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -102,6 +109,64 @@ def _range_text(kind: str, low: float | None, high: float | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Setting:
+    """How one config field is read: its variable, and the bounds or choices it must meet."""
+
+    env: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def read(self, env: EnvReader, annotation: str, default: Any) -> Any:
+        """The variable's value, read as the field's ``annotation`` says (``int``,
+        ``float``, ``str``, ``str | None`` or ``frozenset[str]``), else ``default``."""
+        if annotation == "float":
+            return env.float(self.env, default, min=self.min, max=self.max)
+        if annotation == "int":
+            return env.int(self.env, default, min=self._int(self.min), max=self._int(self.max))
+        if annotation == "str" and self.choices:
+            return env.choice(self.env, default, self.choices)
+        if annotation == "str":
+            return env.str(self.env, default)
+        if annotation == "str | None":
+            value = env.optional_str(self.env)
+            return default if value is None else value
+        if annotation == "frozenset[str]":
+            return env.names(self.env) or default
+        raise TypeError(f"setting {self.env}: no reader for a field of type {annotation}")
+
+    @staticmethod
+    def _int(bound: float | None) -> int | None:
+        return None if bound is None else int(bound)
+
+
+def setting(env: str, default: Any, *, min: float | None = None, max: float | None = None,
+            choices: tuple[str, ...] | None = None) -> Any:
+    """A config dataclass field read from the variable ``env`` by :func:`read_settings`, with
+    ``default`` when the variable is unset or blank."""
+    return dataclasses.field(default=default,
+                             metadata={"setting": Setting(env, min, max, choices)})
+
+
+def settings_of(cls: type) -> list[tuple[str, Setting]]:
+    """``(field name, setting)`` of each field of the config class ``cls`` read from the
+    environment, in declaration order."""
+    return [(item.name, item.metadata["setting"]) for item in dataclasses.fields(cls)
+            if "setting" in item.metadata]
+
+
+def read_settings(cls: type[T], env: EnvReader, **given: Any) -> T:
+    """An instance of the config dataclass ``cls``: every :func:`setting` field read from
+    ``env`` (a bad value raises :class:`ConfigError` naming it), the others from ``given``."""
+    values = dict(given)
+    for item in dataclasses.fields(cls):  # type: ignore[arg-type]
+        spec = item.metadata.get("setting")
+        if spec is not None:
+            values[item.name] = spec.read(env, str(item.type), item.default)
+    return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
 class RedisSettings:
     """Where Redis is. ``url`` may carry a password and use ``rediss://`` for TLS."""
 
@@ -146,20 +211,20 @@ class CommonConfig:
     """Settings every host shares: Redis, metrics endpoint, logging, plugin blocking."""
 
     redis: RedisSettings
-    metrics_addr: str
-    log_format: str
-    log_level: str
-    disabled_plugins: frozenset[str]
+    metrics_addr: str = setting("METRICS_ADDR", "127.0.0.1")
+    log_format: str = setting("LOG_FORMAT", "json", choices=("json", "text"))
+    log_level: str = setting("LOG_LEVEL", "info",
+                             choices=("debug", "info", "warning", "error"))
+    disabled_plugins: frozenset[str] = setting("QUANTUM_DISABLE_PLUGINS", frozenset())
 
     @classmethod
     def from_env(cls, env: EnvReader) -> CommonConfig:
-        return cls(
-            redis=RedisSettings.from_env(env),
-            metrics_addr=env.str("METRICS_ADDR", "127.0.0.1"),
-            log_format=env.choice("LOG_FORMAT", "json", ("json", "text")),
-            log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
-            disabled_plugins=env.names("QUANTUM_DISABLE_PLUGINS"),
-        )
+        return read_settings(cls, env, redis=RedisSettings.from_env(env))
+
+
+def default_consumer() -> str:
+    """A consumer name unique to this process: host name and process id."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,28 +232,21 @@ class GovernorConfig:
     """The governor host's configuration (SPEC 3 and 6)."""
 
     common: CommonConfig
-    metrics_port: int
-    group: str
-    consumer: str
-    permit_ttl_sec: int
-    cooldown_sec: int
-    batch_size: int
-    block_ms: int
-    stream_maxlen: int
-    claim_idle_ms: int
+    metrics_port: int = setting("GOVERNOR_METRICS_PORT", 8044, min=0, max=65535)
+    group: str = setting("GOVERNOR_GROUP", "governor")
+    #: Unset: :func:`default_consumer`.
+    consumer: str = setting("GOVERNOR_CONSUMER", "")
+    permit_ttl_sec: int = setting("GOVERNOR_PERMIT_TTL_SEC", 60, min=1)
+    cooldown_sec: int = setting("GOVERNOR_COOLDOWN_SEC", 0, min=0)
+    batch_size: int = setting("GOVERNOR_BATCH_SIZE", 500, min=1, max=10_000)
+    block_ms: int = setting("GOVERNOR_BLOCK_MS", 500, min=1, max=60_000)
+    stream_maxlen: int = setting("GOVERNOR_STREAM_MAXLEN", 100_000, min=100)
+    claim_idle_ms: int = setting("GOVERNOR_CLAIM_IDLE_MS", 60_000, min=1_000)
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> GovernorConfig:
         env = env or EnvReader()
-        return cls(
-            common=CommonConfig.from_env(env),
-            metrics_port=env.int("GOVERNOR_METRICS_PORT", 8044, min=0, max=65535),
-            group=env.str("GOVERNOR_GROUP", "governor"),
-            consumer=env.str("GOVERNOR_CONSUMER", f"{socket.gethostname()}-{os.getpid()}"),
-            permit_ttl_sec=env.int("GOVERNOR_PERMIT_TTL_SEC", 60, min=1),
-            cooldown_sec=env.int("GOVERNOR_COOLDOWN_SEC", 0, min=0),
-            batch_size=env.int("GOVERNOR_BATCH_SIZE", 500, min=1, max=10_000),
-            block_ms=env.int("GOVERNOR_BLOCK_MS", 500, min=1, max=60_000),
-            stream_maxlen=env.int("GOVERNOR_STREAM_MAXLEN", 100_000, min=100),
-            claim_idle_ms=env.int("GOVERNOR_CLAIM_IDLE_MS", 60_000, min=1_000),
-        )
+        config = read_settings(cls, env, common=CommonConfig.from_env(env))
+        if not config.consumer:
+            config = dataclasses.replace(config, consumer=default_consumer())
+        return config

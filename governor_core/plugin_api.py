@@ -9,8 +9,10 @@ bundled plugins import nothing else.
 * Contract types: :class:`Plan` (a governor plan), :class:`AllocationTick` and
   :class:`AllocationTarget` (an allocation cycle), :class:`Reads` and
   :class:`SymbolFields` (see :mod:`governor_core.hookspecs`).
-* Configuration: :class:`EnvReader` (typed, validated environment reads) and
-  :class:`ConfigError` (raise it from ``on_configure`` naming the variable).
+* Configuration: :func:`setting` (a config dataclass field read from a variable, with its
+  default and bounds), :func:`read_settings` (the config from the environment),
+  :class:`EnvReader` (typed, validated reads) and :class:`ConfigError` (raise it from
+  ``on_configure`` naming the variable).
 * Efficiency data (SPEC 3.3 rules): :class:`EfficiencyReader`, :class:`EfficiencyReading`,
   :data:`EFFICIENCY_REASONS`.
 * Metrics: :class:`SymbolSeries` (per-symbol gauges and counters at O(1) per tick).
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 from governor_core import hookimpl
 from governor_core.allocation.model import AllocationTarget, AllocationTick
-from governor_core.config import ConfigError, EnvReader
+from governor_core.config import ConfigError, EnvReader, read_settings, setting
 from governor_core.efficiency import REASONS as EFFICIENCY_REASONS
 from governor_core.efficiency import EfficiencyReader, EfficiencyReading
 from governor_core.formats import fmt4, fmt_factor, fmt_ts, fmt_usd, fmt_usd_column
@@ -76,4 +78,6 @@ __all__ = [
     "fmt_usd",
     "fmt_usd_column",
     "hookimpl",
+    "read_settings",
+    "setting",
 ]

@@ -151,3 +151,65 @@ def test_check_config_passes_on_defaults() -> None:
     result = cli("check-config")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "configuration is valid" in result.stdout
+
+
+# -- declared settings (config.setting / read_settings) --------------------------------
+
+def _config_classes():
+    from governor_core.allocation.config import AllocationConfig
+    from governor_core.allocation.formula import FormulaConfig
+    from governor_core.config import CommonConfig, GovernorConfig
+    from p29_shadow.formula import ShadowConfig
+    from p31_efficiency.formula import EfficiencyConfig
+
+    return [CommonConfig, GovernorConfig, AllocationConfig, FormulaConfig, EfficiencyConfig,
+            ShadowConfig]
+
+
+@pytest.mark.parametrize("cls", _config_classes(), ids=lambda cls: cls.__name__)
+def test_unset_settings_take_the_declared_defaults(cls) -> None:
+    import dataclasses
+
+    from governor_core.config import read_settings, settings_of
+
+    settings = settings_of(cls)
+    assert settings, f"{cls.__name__} declares no setting"
+    given = {item.name: object() for item in dataclasses.fields(cls)
+             if "setting" not in item.metadata}
+    config = read_settings(cls, EnvReader({}), **given)
+    for name, _setting in settings:
+        declared = next(item for item in dataclasses.fields(cls) if item.name == name)
+        assert getattr(config, name) == declared.default
+
+
+@pytest.mark.parametrize("cls", _config_classes(), ids=lambda cls: cls.__name__)
+def test_a_bad_value_of_any_setting_names_its_variable(cls) -> None:
+    import dataclasses
+
+    from governor_core.config import read_settings, settings_of
+
+    given = {item.name: None for item in dataclasses.fields(cls)
+             if "setting" not in item.metadata}
+    checked = 0
+    for name, spec in settings_of(cls):
+        annotation = str(next(f for f in dataclasses.fields(cls) if f.name == name).type)
+        if annotation not in ("int", "float") and not spec.choices:
+            continue  # free text: any value is one
+        with pytest.raises(ConfigError) as error:
+            read_settings(cls, EnvReader({spec.env: "not-a-value"}), **given)
+        assert error.value.name == spec.env
+        checked += 1
+    assert checked
+
+
+def test_a_setting_of_a_type_with_no_reader_is_refused() -> None:
+    import dataclasses
+
+    from governor_core.config import read_settings, setting
+
+    @dataclasses.dataclass(frozen=True)
+    class Odd:
+        flag: bytes = setting("ODD_FLAG", b"")
+
+    with pytest.raises(TypeError, match="ODD_FLAG"):
+        read_settings(Odd, EnvReader({}))

@@ -4,7 +4,8 @@
   venv's real entry point, since ``/opt/quantum-governor`` does not exist here), and a copy
   with a misspelt directive is seen to fail, so the check cannot pass vacuously.
 * Each env file lists exactly the variables its service and that service's plugins read
-  (found in the source: every read is ``env.<method>("LITERAL", …)``), with the code's
+  (found in the source: every read is ``env.<method>("LITERAL", …)`` or a config field
+  ``name: type = setting("LITERAL", default, …)``), with the code's
   default as the value and a comment line above each, and it loads without a ConfigError.
 """
 
@@ -30,6 +31,9 @@ DEPLOY = ROOT / "deploy"
 VENV_BIN = ROOT / ".venv" / "bin"
 SERVICES = ("governor", "allocation")
 READ_METHODS = ("int", "float", "str", "optional_str", "choice", "names")
+#: The EnvReader method a ``setting(...)`` field is read with, by its annotation.
+SETTING_METHODS = {"int": "int", "float": "float", "str": "str", "str | None": "optional_str",
+                   "frozenset[str]": "names"}
 ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]+")
 
 
@@ -84,6 +88,20 @@ def code_reads() -> dict[str, list[EnvRead]]:
                 for child in ast.walk(node):
                     classes.setdefault(id(child), node.name)
         for node in ast.walk(tree):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Call)
+                    and ast.unparse(node.value.func) == "setting"):
+                where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                call = node.value
+                name = _literal(call.args[0]) if call.args else None
+                method = SETTING_METHODS.get(ast.unparse(node.annotation))
+                if not (isinstance(name, str) and ENV_NAME.fullmatch(name)) or method is None:
+                    problems.append(f"{where}: setting(...) needs a literal name and a type "
+                                    f"of {sorted(SETTING_METHODS)}")
+                    continue
+                default = _literal(call.args[1]) if len(call.args) > 1 else None
+                for service in _service_of(path, classes.get(id(node))):
+                    reads[service].append(EnvRead(name, method, default, where))
+                continue
             if not isinstance(node, ast.Call):
                 continue
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
@@ -96,7 +114,8 @@ def code_reads() -> dict[str, list[EnvRead]]:
             name = _literal(node.args[0])
             if not (isinstance(name, str) and ENV_NAME.fullmatch(name)):
                 receiver = ast.unparse(node.func.value)
-                if receiver == "env" or receiver.endswith("EnvReader()"):
+                generic = classes.get(id(node)) == "Setting"  # reads the setting() fields
+                if not generic and (receiver == "env" or receiver.endswith("EnvReader()")):
                     problems.append(f"{where}: env.{node.func.attr} with a non-literal name")
                 continue
             default = _literal(node.args[1]) if len(node.args) > 1 else None

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from governor_core.allocation.model import AllocationTarget
+from governor_core.config import setting
 
 REGIMES = ("TREND", "MEAN_REVERSION", "CHOP")
 UNKNOWN_REGIME = "UNKNOWN"
@@ -52,20 +53,20 @@ FALLBACK_PENALTY = {"budget": 0.5, "regime": 0.2, "cluster_stress": 0.2, "alpha"
 
 @dataclass(frozen=True, slots=True)
 class FormulaConfig:
-    """The formula's parameters, with the design's defaults (env names in ``config.py``)."""
+    """The formula's parameters, with the design's defaults and their variables."""
 
-    regime_trend: float = 1.2
-    regime_mr: float = 1.0
-    regime_chop: float = 0.6
-    dd_low_threshold: float = 0.05
-    dd_high_threshold: float = 0.15
-    dd_factor_low: float = 1.0
-    dd_factor_mid: float = 0.7
-    dd_factor_high: float = 0.4
-    cluster_stress_min: float = 0.3
-    cluster_stress_max: float = 1.0
-    max_symbol_pct: float = 0.40
-    max_cluster_pct: float = 0.60
+    regime_trend: float = setting("REGIME_FACTOR_TREND", 1.2, min=0.0)
+    regime_mr: float = setting("REGIME_FACTOR_MR", 1.0, min=0.0)
+    regime_chop: float = setting("REGIME_FACTOR_CHOP", 0.6, min=0.0)
+    dd_low_threshold: float = setting("DD_LOW_THRESHOLD", 0.05, min=0.0, max=1.0)
+    dd_high_threshold: float = setting("DD_HIGH_THRESHOLD", 0.15, min=0.0, max=1.0)
+    dd_factor_low: float = setting("DD_FACTOR_LOW", 1.0, min=0.0)
+    dd_factor_mid: float = setting("DD_FACTOR_MID", 0.7, min=0.0)
+    dd_factor_high: float = setting("DD_FACTOR_HIGH", 0.4, min=0.0)
+    cluster_stress_min: float = setting("CLUSTER_STRESS_MIN", 0.3, min=0.0, max=1.0)
+    cluster_stress_max: float = setting("CLUSTER_STRESS_MAX", 1.0, min=0.0, max=1.0)
+    max_symbol_pct: float = setting("MAX_SYMBOL_PCT", 0.40, min=0.0, max=1.0)
+    max_cluster_pct: float = setting("MAX_CLUSTER_PCT", 0.60, min=0.0, max=1.0)
 
     def regime_factors(self) -> dict[str, float]:
         return {"TREND": self.regime_trend, "MEAN_REVERSION": self.regime_mr,

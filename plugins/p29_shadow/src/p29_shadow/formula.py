@@ -31,6 +31,8 @@ from governor_core.plugin_api import (
     fmt4,
     fmt_usd,
     fmt_usd_column,
+    read_settings,
+    setting,
 )
 
 DEFAULT_STREAM = PROPOSAL_STREAM
@@ -49,31 +51,20 @@ PROPOSAL_MODE = "shadow"
 
 @dataclass(frozen=True, slots=True)
 class ShadowConfig:
-    min_conf: float = 0.65
-    stale_sec: float = 600.0
-    min_mult: float = 0.5
-    max_mult: float = 1.5
-    scale: float = 1.0
-    base: float = 1.0
-    loop_interval_sec: float = 10.0
-    stream: str = DEFAULT_STREAM
-    stream_maxlen: int = 100_000
-    key_ttl_sec: int = 600
+    min_conf: float = setting("P31_MIN_CONF", 0.65, min=0.0, max=1.0)
+    stale_sec: float = setting("P31_STALE_SEC", 600.0, min=0.0)
+    min_mult: float = setting("P31_MIN_MULT", 0.5, min=0.0)
+    max_mult: float = setting("P31_MAX_MULT", 1.5, min=0.0)
+    scale: float = setting("P31_SCALE", 1.0)
+    base: float = setting("P31_BASE", 1.0)
+    loop_interval_sec: float = setting("LOOP_INTERVAL_SEC", 10.0, min=0.0)
+    stream: str = setting("PROPOSE_STREAM_NAME", DEFAULT_STREAM)
+    stream_maxlen: int = setting("PROPOSE_STREAM_MAXLEN", 100_000, min=100)
+    key_ttl_sec: int = setting("PROPOSE_KEY_TTL", 600, min=1)
 
     @classmethod
     def from_env(cls, env: EnvReader) -> ShadowConfig:
-        config = cls(
-            min_conf=env.float("P31_MIN_CONF", 0.65, min=0.0, max=1.0),
-            stale_sec=env.float("P31_STALE_SEC", 600.0, min=0.0),
-            min_mult=env.float("P31_MIN_MULT", 0.5, min=0.0),
-            max_mult=env.float("P31_MAX_MULT", 1.5, min=0.0),
-            scale=env.float("P31_SCALE", 1.0),
-            base=env.float("P31_BASE", 1.0),
-            loop_interval_sec=env.float("LOOP_INTERVAL_SEC", 10.0, min=0.0),
-            stream=env.str("PROPOSE_STREAM_NAME", DEFAULT_STREAM),
-            stream_maxlen=env.int("PROPOSE_STREAM_MAXLEN", 100_000, min=100),
-            key_ttl_sec=env.int("PROPOSE_KEY_TTL", 600, min=1),
-        )
+        config = read_settings(cls, env)
         if config.max_mult < config.min_mult:
             raise ConfigError("P31_MAX_MULT", str(config.max_mult),
                               f"a number >= P31_MIN_MULT ({config.min_mult})")

@@ -15,28 +15,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from governor_core.plugin_api import ConfigError, EfficiencyReading, EnvReader, fmt4
+from governor_core.plugin_api import (
+    ConfigError,
+    EfficiencyReading,
+    EnvReader,
+    fmt4,
+    read_settings,
+    setting,
+)
 
 ACTIONS = ("NONE", "DOWNSIZE")
 
 
 @dataclass(frozen=True, slots=True)
 class EfficiencyConfig:
-    min_conf: float = 0.65
-    downsize_threshold: float = 0.45
-    min_factor: float = 0.25
-    max_extra_cooldown_sec: int = 120
-    eff_ttl_sec: float = 600.0
+    min_conf: float = setting("P31_MIN_CONF", 0.65, min=0.0, max=1.0)
+    downsize_threshold: float = setting("P31_DOWNSIZE_THRESHOLD", 0.45, min=0.0, max=1.0)
+    min_factor: float = setting("P31_MIN_FACTOR", 0.25, min=0.0, max=1.0)
+    max_extra_cooldown_sec: int = setting("P31_MAX_EXTRA_COOLDOWN_SEC", 120, min=0)
+    eff_ttl_sec: float = setting("P31_EFF_TTL_SEC", 600.0, min=0.0)
 
     @classmethod
     def from_env(cls, env: EnvReader) -> EfficiencyConfig:
-        config = cls(
-            min_conf=env.float("P31_MIN_CONF", 0.65, min=0.0, max=1.0),
-            downsize_threshold=env.float("P31_DOWNSIZE_THRESHOLD", 0.45, min=0.0, max=1.0),
-            min_factor=env.float("P31_MIN_FACTOR", 0.25, min=0.0, max=1.0),
-            max_extra_cooldown_sec=env.int("P31_MAX_EXTRA_COOLDOWN_SEC", 120, min=0),
-            eff_ttl_sec=env.float("P31_EFF_TTL_SEC", 600.0, min=0.0),
-        )
+        config = read_settings(cls, env)
         if config.downsize_threshold <= 0.0:
             raise ConfigError("P31_DOWNSIZE_THRESHOLD", str(config.downsize_threshold),
                               "a number > 0 (it divides the score)")
