@@ -1,17 +1,24 @@
 """Governor benchmark against a real redis-server started here on a free port (SPEC 7).
 
 1. Throughput: N plans queued, then drained by the governor loop (the same
-   ``step(overlap=True)`` that ``quantum-governor run`` loops over, in this process), with
-   every installed plugin active and again with ``p31_efficiency`` blocked, alternating for
-   R rounds so both see the same machine; medians side by side and the plugin's cost as a
-   ratio.
+   ``step(overlap=True)`` that ``quantum-governor run`` loops over, in this process, on the
+   production client of ``governor_core.redis_io.connect``), with every installed plugin
+   active and again with ``p31_efficiency`` blocked, alternating for R rounds so both see
+   the same machine; medians side by side and the plugin's cost as a ratio. ``--symbols``
+   sets how many distinct symbols the plans name (SPEC 7: 50 and 1,000).
+1b. Floor (``--floor R``): one drain with the plugins active is recorded (its exact bytes,
+   per connection, ``governor_core.testing.replay``); then, alternating R times on the same
+   fresh state, the governor drains the plans again and the recorded bytes are replayed by
+   a client that does nothing else. Redis runs commands on one thread, so no client can do
+   those batches faster than the replay: permits/s ÷ the replay's is the SPEC 7 ratio.
 2. Latency: the real ``quantum-governor run`` process, plans offered at a fixed rate; for
    each plan, the permit stream entry's server time minus the plan's send time (both
    clocks are this machine's; the stream id has millisecond resolution).
 3. ``--soak N``: RSS of the real governor process sampled while it issues N permits, and
    Redis memory before and after (permit TTLs and capped streams keep it bounded).
 
-Run: ``.venv/bin/python bench/bench_governor.py [--plans 5000] [--rounds 41] [--rate 2000]``
+Run: ``.venv/bin/python bench/bench_governor.py [--plans 5000] [--rounds 41] [--rate 2000]
+[--symbols 50] [--floor 0]``
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import os
 import statistics
 import subprocess
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import redis
@@ -32,10 +40,16 @@ from governor_core.keys import PLAN_STREAM
 from governor_core.plugins import build_plugin_host
 from governor_core.redis_io import connect
 from governor_core.testing import RedisServer, free_port, start_redis
+from governor_core.testing.replay import TickRecorder, replay
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SYMBOLS = [f"S{i:03d}USDT" for i in range(50)]
+SYMBOLS = [f"S{i:04d}USDT" for i in range(50)]
+
+
+def use_symbols(count: int) -> None:
+    """Plans name ``count`` distinct symbols from now on."""
+    SYMBOLS[:] = [f"S{i:04d}USDT" for i in range(count)]
 
 
 def seed(client: redis.Redis, now: float) -> None:
@@ -50,29 +64,74 @@ def seed(client: redis.Redis, now: float) -> None:
     pipe.execute()
 
 
-def push_plans(client: redis.Redis, count: int, prefix: str) -> None:
+def push_plans(client: redis.Redis, count: int, prefix: str, *,
+               fixed_ids: bool = False) -> None:
+    """``count`` plans over :data:`SYMBOLS`; with ``fixed_ids`` their stream ids are
+    ``1-0``, ``2-0``… (the same on every push, for a replay of recorded bytes)."""
     for start in range(0, count, 5_000):
         pipe = client.pipeline(transaction=False)
         for i in range(start, min(count, start + 5_000)):
-            pipe.xadd(PLAN_STREAM, {"plan_id": f"{prefix}-{i}", "symbol": SYMBOLS[i % 50],
+            pipe.xadd(PLAN_STREAM, {"plan_id": f"{prefix}-{i}",
+                                    "symbol": SYMBOLS[i % len(SYMBOLS)],
                                     "side": "BUY" if i % 2 else "SELL",
-                                    "notional_usd": str(1_000 + (i % 9_000))})
+                                    "notional_usd": str(1_000 + (i % 9_000))},
+                      id=f"{i + 1}-0" if fixed_ids else "*")
         pipe.execute()
 
 
-def drain(server: RedisServer, count: int, disabled: frozenset[str]) -> tuple[float, list[str]]:
+def drain(server: RedisServer, count: int, disabled: frozenset[str],
+          recorder: TickRecorder | None = None) -> tuple[float, list[str]]:
+    """Permits/s of the governor loop draining ``count`` queued plans; with a
+    ``recorder``, its client is the recorder's and the drain is recorded."""
     env = {"REDIS_URL": server.url, "GOVERNOR_CONSUMER": "bench"}
     config = GovernorConfig.from_env(EnvReader(env))
     registry = CollectorRegistry()
     plugins = build_plugin_host("governor", env, registry, disabled=disabled)
-    service = GovernorService(config, connect(config.common.redis), plugins, registry)
-    service.ensure_group()
+    client = (recorder.client(server.url) if recorder is not None
+              else connect(config.common.redis))
+    service = GovernorService(config, client, plugins, registry)
+    service.prepare()  # the consumer group and the scripts, as the run loop does
     done = 0
-    started = time.perf_counter()
-    while done < count:
-        done += service.step(overlap=True)
-    service.flush()
-    return count / (time.perf_counter() - started), plugins.active
+    with recorder or nullcontext():
+        started = time.perf_counter()
+        while done < count:
+            done += service.step(overlap=True)
+        service.flush()
+        elapsed = time.perf_counter() - started
+    return count / elapsed, plugins.active
+
+
+def fresh_plans(server: RedisServer, plans: int) -> None:
+    """The floor's starting state: seeds, the same plans with the same ids, the group."""
+    client = server.client()
+    seed(client, time.time())
+    push_plans(client, plans, "floor", fixed_ids=True)
+    client.xgroup_create(PLAN_STREAM, "governor", id="0")
+
+
+def floor(server: RedisServer, plans: int, rounds: int) -> None:
+    recorder = TickRecorder()
+    fresh_plans(server, plans)
+    drain(server, plans, frozenset(), recorder)
+    governor, replayed = [], []
+    for _ in range(rounds):
+        fresh_plans(server, plans)
+        governor.append(drain(server, plans, frozenset())[0])
+        fresh_plans(server, plans)
+        started = time.perf_counter()
+        replay(recorder.events, "127.0.0.1", server.port)
+        replayed.append(plans / (time.perf_counter() - started))
+        issued = server.client().xlen("quantum:stream:permit.issued")
+        assert issued == plans, f"the replay issued {issued} permits, not {plans}"
+    ratios = sorted(g / r for g, r in zip(governor, replayed, strict=True))
+    print(f"\nFloor: {plans:,} plans over {len(SYMBOLS):,} symbols, plugins active, "
+          f"{rounds} alternating rounds")
+    print(f"  governor median permits/s {statistics.median(governor):>10,.0f}  "
+          f"({min(governor):,.0f} .. {max(governor):,.0f})")
+    print(f"  floor    median permits/s {statistics.median(replayed):>10,.0f}  "
+          f"({min(replayed):,.0f} .. {max(replayed):,.0f}): the same bytes replayed")
+    print(f"  governor / floor: {statistics.median(ratios):.2f} median of the rounds' ratios "
+          f"({min(ratios):.2f} .. {max(ratios):.2f}; target >= 0.6)")
 
 
 def throughput(server: RedisServer, plans: int, rounds: int) -> None:
@@ -88,7 +147,8 @@ def throughput(server: RedisServer, plans: int, rounds: int) -> None:
             rate, names[label] = drain(server, plans, disabled)
             results[label].append(rate)
     active, blocked = (statistics.median(results[k]) for k in ("active", "blocked"))
-    print(f"\nThroughput: {plans:,} plans per run, {rounds} alternating rounds, one process")
+    print(f"\nThroughput: {plans:,} plans over {len(SYMBOLS):,} symbols per run, {rounds} "
+          "alternating rounds, one process")
     print(f"  {'':24}{'p31_efficiency active':>24}{'p31_efficiency blocked':>25}")
     print(f"  {'plugins loaded':24}{','.join(names['active']) or '-':>24}"
           f"{','.join(names['blocked']) or '-':>25}")
@@ -131,7 +191,7 @@ def latency(server: RedisServer, rate: int, seconds: float) -> None:
                     time.sleep(wait)
             plan_id = f"lat-{i}"
             sent[plan_id] = time.time()
-            client.xadd(PLAN_STREAM, {"plan_id": plan_id, "symbol": SYMBOLS[i % 50],
+            client.xadd(PLAN_STREAM, {"plan_id": plan_id, "symbol": SYMBOLS[i % len(SYMBOLS)],
                                       "side": "BUY", "notional_usd": "100"})
         offered = count / (time.perf_counter() - begin)
         deadline = time.time() + 10
@@ -197,13 +257,19 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2_000, help="0: skip latency")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--soak", type=int, default=0, help="plans for the RSS soak (0: skip)")
+    parser.add_argument("--symbols", type=int, default=50, help="distinct symbols of the plans")
+    parser.add_argument("--floor", type=int, default=0,
+                        help="rounds of governor vs replayed floor (0: skip)")
     args = parser.parse_args()
+    use_symbols(args.symbols)
     server = start_redis()
     try:
         print(f"redis-server {server.client().info('server')['redis_version']} on port "
               f"{server.port}; {os.cpu_count()} cores")
         if args.rounds > 0:
             throughput(server, args.plans, args.rounds)
+        if args.floor > 0:
+            floor(server, args.plans, args.floor)
         if args.rate > 0:
             latency(server, args.rate, args.seconds)
         if args.soak:

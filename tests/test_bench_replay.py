@@ -18,12 +18,12 @@ from governor_core.config import EnvReader
 from governor_core.plugins import build_plugin_host
 from governor_core.testing.replay import TickRecorder, replay, server_cpu_ms
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_allocation.py"
+BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-def _load_bench():
-    """``bench/bench_allocation.py`` as a module (a script, not on any import path)."""
-    spec = importlib.util.spec_from_file_location("bench_allocation", BENCH)
+def _load_bench(name: str):
+    """``bench/<name>.py`` as a module (a script, not on any import path)."""
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up
@@ -31,7 +31,8 @@ def _load_bench():
     return module
 
 
-bench_allocation = _load_bench()
+bench_allocation = _load_bench("bench_allocation")
+bench_governor = _load_bench("bench_governor")
 START, populate = bench_allocation.START, bench_allocation.populate
 
 pytestmark = pytest.mark.redis
@@ -84,6 +85,33 @@ def test_replay_writes_what_the_tick_wrote(redis_server, real_redis) -> None:
     assert _state(real_redis) == after_tick
     for key in outputs:
         assert real_redis.ttl(key) > 0
+
+
+def test_governor_floor_replays_the_drain_it_recorded(redis_server, real_redis) -> None:
+    """The governor's floor: a recorded drain's bytes, replayed on the same starting state,
+    write exactly the permits the drain wrote (same fields, same stream entries)."""
+    bench_governor.use_symbols(7)
+    try:
+        bench_governor.fresh_plans(redis_server, 230)
+        recorder = TickRecorder()
+        bench_governor.drain(redis_server, 230, frozenset(), recorder)
+        after_drain = _state(real_redis)
+        permits = [key for key in after_drain if key.startswith("quantum:permit:")]
+        assert len(permits) == 230
+        assert any("eff_action" in after_drain[key] for key in permits)  # p31 is active
+        assert any(kind == "read" for kind, _, _ in recorder.events)
+        bench_governor.fresh_plans(redis_server, 230)
+        assert not real_redis.keys("quantum:permit:*")
+        replay(recorder.events, "127.0.0.1", redis_server.port)
+        written = ("quantum:permit:", "quantum:stream:permit.issued")
+        after_replay = _state(real_redis)
+        assert ({key: value for key, value in after_replay.items() if key.startswith(written)}
+                == {key: value for key, value in after_drain.items()
+                    if key.startswith(written)})
+        pending = real_redis.xpending("quantum:stream:apply.plan", "governor")
+        assert pending["pending"] == 0
+    finally:
+        bench_governor.use_symbols(50)
 
 
 def test_replay_raises_on_a_refused_command(redis_server, real_redis) -> None:

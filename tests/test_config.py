@@ -156,11 +156,12 @@ def test_check_config_passes_on_defaults() -> None:
 # -- declared settings (config.setting / read_settings) --------------------------------
 
 def _config_classes():
+    from p29_shadow.formula import ShadowConfig
+    from p31_efficiency.formula import EfficiencyConfig
+
     from governor_core.allocation.config import AllocationConfig
     from governor_core.allocation.formula import FormulaConfig
     from governor_core.config import CommonConfig, GovernorConfig
-    from p29_shadow.formula import ShadowConfig
-    from p31_efficiency.formula import EfficiencyConfig
 
     return [CommonConfig, GovernorConfig, AllocationConfig, FormulaConfig, EfficiencyConfig,
             ShadowConfig]
