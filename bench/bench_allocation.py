@@ -11,7 +11,9 @@ through the real service (plugins loaded from their entry points) and prints, pe
   else (:mod:`governor_core.testing.replay`), median wall milliseconds. No client of this
   Redis can do that tick faster; the gap between it and the tick is the service's own time.
 
-Round trips are counted on the client (:class:`governor_core.testing.RoundTrips`): a send
+Ticks are timed on the production client (``governor_core.redis_io.connect``); round trips
+are counted on further ticks run on an observed production client
+(:class:`governor_core.testing.RoundTrips`, which costs a Python call per reply): a send
 that has to wait for a reply; a pipeline sent in several chunks before any reply is read is
 one. The injected clock advances by ``LOOP_INTERVAL_SEC`` per tick so the shadow proposer
 runs on every tick.
@@ -35,6 +37,7 @@ from governor_core.allocation.config import AllocationConfig
 from governor_core.allocation.service import AllocationService
 from governor_core.config import EnvReader
 from governor_core.plugins import build_plugin_host
+from governor_core.redis_io import connect
 from governor_core.testing import RedisServer, RoundTrips, observed_client, start_redis
 from governor_core.testing.replay import TickRecorder, replay, server_cpu_ms
 
@@ -80,6 +83,9 @@ class Result:
 
 
 def bench(server: RedisServer, symbols: int, ticks: int, mode: str) -> Result:
+    """Ticks timed on the production client (``connect``); then as many ticks on an
+    observed production client, round trips counted, and one recorded for the floor.
+    Observing costs a Python call per reply, so no timed tick is observed."""
     # Staleness limits above the run's simulated span, so every tick computes every symbol.
     env = {"REDIS_URL": server.url, "P29_MODE": mode, "LOOP_INTERVAL_SEC": str(STEP_SEC),
            "STALE_DATA_SEC": "86400", "P31_STALE_SEC": "86400"}
@@ -87,26 +93,32 @@ def bench(server: RedisServer, symbols: int, ticks: int, mode: str) -> Result:
     registry = CollectorRegistry()
     plugins = build_plugin_host("allocation", env, registry)
     assert "p29_shadow" in plugins.active, plugins.statuses
-    counter, recorder = RoundTrips(), TickRecorder()
-    client = observed_client(server.url, counter, recorder)  # the production client
+    client = connect(config.common.redis)
     populate(client, symbols, START)
-    clock = iter(START + STEP_SEC * i for i in range(ticks + 2))
+    clock = iter(START + STEP_SEC * i for i in range(2 * ticks + 3))
     service = AllocationService(config, client, plugins, registry, clock=lambda: next(clock))
+    service.prepare()  # the Lua scripts, as the run loop does
     service.step()  # warm-up: metric children, connection
     pid = server.process.pid
     walls, servers, clients, trips = [], [], [], []
     for _ in range(ticks):
-        with counter:
-            server_started, client_started = server_cpu_ms(pid), time.process_time()
-            started = time.perf_counter()
-            tick = service.step()
-            walls.append((time.perf_counter() - started) * 1000)
-            clients.append((time.process_time() - client_started) * 1000)
-            servers.append(server_cpu_ms(pid) - server_started)
+        server_started, client_started = server_cpu_ms(pid), time.process_time()
+        started = time.perf_counter()
+        tick = service.step()
+        walls.append((time.perf_counter() - started) * 1000)
+        clients.append((time.process_time() - client_started) * 1000)
+        servers.append(server_cpu_ms(pid) - server_started)
         assert tick is not None and len(tick.targets) == symbols
+    counter, recorder = RoundTrips(), TickRecorder()
+    observed = AllocationService(config, observed_client(server.url, counter, recorder),
+                                 plugins, CollectorRegistry(), clock=lambda: next(clock))
+    observed.step()  # opens the observed connections
+    for _ in range(ticks):
+        with counter:
+            assert observed.step() is not None
         trips.append(counter.count)
     with recorder:
-        assert service.step() is not None
+        assert observed.step() is not None
     floors = []
     for _ in range(ticks):
         started = time.perf_counter()

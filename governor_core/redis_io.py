@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from governor_core.config import RedisSettings
+from governor_core.scripts import SCRIPTS, is_noscript
 from governor_core.wire import Packed
 
 log = logging.getLogger("quantum.redis")
@@ -118,6 +119,7 @@ class CommandStream:
         self._awaited = 0  # replies sent for and not read yet
         self._taken = 0  # replies handed out by take()
         self._results: list[object] | None = None  # the pipeline's, when not direct
+        self._missing_scripts: list[int] = []  # replies (by number) that were NOSCRIPT
 
     def send(self, commands: list[Command | Packed]) -> None:
         if not commands:
@@ -178,7 +180,9 @@ class CommandStream:
             for _ in range(count):
                 try:
                     append(connection.read_response())
-                except redis.ResponseError as exc:
+                except redis.ResponseError as exc:  # rare: noted here, not searched for
+                    if is_noscript(exc):
+                        self._missing_scripts.append(self._taken + len(replies))
                     append(exc)
         except BaseException:
             self._release(broken=True)
@@ -201,9 +205,11 @@ class CommandStream:
     def _run_missing_scripts(self, replies: list[object], first: int) -> list[object]:
         """``replies`` (from the ``first`` command sent on), with each ``NOSCRIPT`` refusal
         replaced by the reply of the same command run again after loading its script."""
-        from governor_core.scripts import SCRIPTS, is_noscript
-
-        refused = [at for at, reply in enumerate(replies) if is_noscript(reply)]
+        if not self._direct:  # the pipeline's replies were not read one by one
+            self._missing_scripts = [first + at for at, reply in enumerate(replies)
+                                     if is_noscript(reply)]
+        refused = [number - first for number in self._missing_scripts if number >= first]
+        self._missing_scripts = []
         if not refused:
             return replies
         commands = _decoded(self._sent)[first:]
