@@ -124,6 +124,21 @@ def _splicer(shape: tuple[tuple[str, int], ...], sequences: int) -> Callable[...
     return namespace["splice"]
 
 
+def column_splicer(kinds: Sequence[str]) -> Callable[..., list[str]]:
+    """A function of ``len(kinds)`` columns (sequences of equal length) that returns, per
+    row, the row's values one after the other: a ``"value"`` column holds plain ASCII
+    values, written as RESP bulk strings; a ``"text"`` column holds text already in RESP,
+    written as it is. One generated f-string per row (see :func:`_splicer`)::
+
+        column_splicer(("value", "value"))(["a", "bc"], ["d", "e"])
+        == ["$1\\r\\na\\r\\n$1\\r\\nd\\r\\n", "$2\\r\\nbc\\r\\n$1\\r\\ne\\r\\n"]
+    """
+    unknown = sorted(set(kinds) - {"value", "text"})
+    if unknown:
+        raise ValueError(f"column kinds are 'value' or 'text', not {unknown}")
+    return _splicer(tuple((kind, index) for index, kind in enumerate(kinds)), len(kinds))
+
+
 class _Splice:
     """Literals and :class:`_Values` in wire order, spliced into one text per item."""
 

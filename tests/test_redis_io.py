@@ -114,3 +114,20 @@ def test_a_stream_runs_scripts_redis_lost_once_more(real_redis: redis.Redis) -> 
         assert stream.take(1) == [1]
         assert stream.replies() == [["budget:AAA"], 2]
         assert client.script_exists(list_keys.sha) == [True]
+
+
+@pytest.mark.redis
+def test_refusals_are_the_refused_commands_of_replies(real_redis: redis.Redis) -> None:
+    from governor_core.scripts import SCRIPTS
+
+    for client in clients(real_redis):
+        client.flushall()
+        client.set("text", "x")
+        client.script_flush()
+        stream = CommandStream(client)
+        stream.send([("INCR", "n"), ("HSET", "text", "f", "v"),
+                     SCRIPTS["list_keys"].command((), ("text", 10)), ("LPUSH", "text", "v")])
+        refused = stream.refusals()
+        assert [str(error).split()[0] for error in refused] == ["WRONGTYPE", "WRONGTYPE"]
+        assert client.get("n") == "1"  # the others ran; the lost script ran again
+        assert execute_commands(client, [("GET", "n")]) == ["1"]

@@ -139,7 +139,7 @@ class AllocationService(HostService):
             if tick.targets:
                 self.metrics.drawdown_factor.set(tick.targets[0].drawdown_factor)
             self.plugins.allocation_tick(tick, self.redis, now, plugin_reads())
-            failed = [r for r in writes.replies() if isinstance(r, Exception)]
+            failed = writes.refusals()
         finally:
             writes.abandon()
         if failed:

@@ -11,7 +11,8 @@ one permit, and a crash at any point loses nothing. Dead letters are written the
 
 The chunk's text is spliced: the arguments that are the same for every call (script,
 streams, group, TTL, the core field names) are encoded once, each distinct set of plugin
-fields once per call, and per plan its key, entry id, set index and core values. Every
+fields once per call, and per plan its key and its row (entry id, set index and core
+values: one generated f-string, :func:`~governor_core.templates.column_splicer`). Every
 count is derived from :data:`~governor_core.governor.gates.CORE_FIELDS` and the
 arguments themselves, so adding a core field is a one-tuple edit.
 """
@@ -27,11 +28,15 @@ from governor_core.keys import DEAD_STREAM, PERMIT_PREFIX, PERMIT_STREAM, PLAN_S
 from governor_core.plans import PlanRejection
 from governor_core.redis_io import Command
 from governor_core.scripts import SCRIPTS
+from governor_core.templates import column_splicer
 from governor_core.wire import Packed, bulk
 
 #: Plans drafted per write sent: small enough that Redis starts early, large enough that
 #: each send is one syscall for many commands.
 WRITE_CHUNK = 50
+#: A plan's row of the issue call: its entry id, its set number (already RESP), its core
+#: values in CORE_FIELDS order.
+_ROWS = column_splicer(("value", "text", *["value"] * len(CORE_FIELDS)))
 #: Dead-letter fields that come before the plan's own (an original field of the same name
 #: is kept as ``orig_<name>``).
 DEAD_LETTER_HEAD = ("error", "error_code", "source_id")
@@ -65,13 +70,14 @@ class PermitWriter:
 
         Plan ids, entry ids and core values are ASCII (validated plans, formatted numbers,
         fixed codes), so character counts are byte counts; plugin fields are encoded by
-        :func:`~governor_core.wire.bulk`, which counts bytes.
+        :func:`~governor_core.wire.bulk`, which counts bytes. Each plan's row (entry id,
+        set number, core values) is one generated f-string over the chunk's columns.
         """
         numbers = self._set_numbers
-        keys, rows = [], []
         sets: dict[str, str] = {}  # a set's encoding -> its number, as RESP
         set_texts: list[str] = []
         set_args = 0
+        row_sets = []
         for draft in drafts:
             extra = draft.extra
             if extra.count:
@@ -80,15 +86,14 @@ class PermitWriter:
                     number = sets[extra.resp] = numbers[len(sets) + 1]
                     set_texts.append(f"{bulk(str(extra.count))}{extra.resp}")
                     set_args += 1 + extra.count
+                row_sets.append(number)
             else:
-                number = numbers[0]
-            key = PERMIT_PREFIX + draft.plan.plan_id
-            entry = draft.plan.entry_id
-            keys.append(f"${len(key)}\r\n{key}\r\n")
-            values = "".join([f"${len(value)}\r\n{value}\r\n"
-                              for value in draft.permit.values()])
-            rows.append(f"${len(entry)}\r\n{entry}\r\n{number}{values}")
-        count = len(keys)
+                row_sets.append(numbers[0])
+        count = len(drafts)
+        keys = [f"${len(key)}\r\n{key}\r\n"
+                for key in [PERMIT_PREFIX + draft.plan.plan_id for draft in drafts]]
+        rows = _ROWS([draft.plan.entry_id for draft in drafts], row_sets,
+                     *zip(*[draft.permit.values() for draft in drafts], strict=True))
         args = self._fixed_args + count + set_args + self._row_args * count
         text = (f"*{args}\r\n{self._head}{bulk(str(2 + count))}{self._streams}"
                 f"{''.join(keys)}{self._limits}{bulk(str(len(sets)))}{''.join(set_texts)}"

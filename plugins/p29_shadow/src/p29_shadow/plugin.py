@@ -117,7 +117,7 @@ class ShadowProposerPlugin:
                                      [target.target_usd for target in tick.targets],
                                      multipliers, readings, CHUNK_SYMBOLS):
             writes.send([chunk])
-        refused = [r for r in writes.replies() if isinstance(r, Exception)]
+        refused = writes.refusals()
         if refused:
             raise RedisError(f"{len(refused)} proposal writes refused, e.g. {refused[0]}")
         self.metrics.record(symbols, multipliers, readings)
