@@ -6,21 +6,20 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from governor_core import __version__
-from governor_core.config import ConfigError, EnvReader, GovernorConfig
+from governor_core import __version__, feed, proofs
+from governor_core.check_config import plugin_hosts, plugin_state
+from governor_core.config import ConfigError, GovernorConfig, RedisSettings
 from governor_core.logs import configure_logging
-from governor_core.plugins import PluginHost, build_plugin_host
+from governor_core.plugins import build_plugin_host
 from governor_core.redis_io import connect
 from governor_core.runtime import StartupError, load_config, main_guard, run_service
 
 PROG = "quantum-governor"
 HOSTS = ("governor", "allocation")
-#: The hooks each host calls besides the set-up hooks every plugin may implement.
-HOST_HOOKS = {"governor": {"on_permit_batch", "on_issue_permit"},
-              "allocation": {"on_allocation_tick"}}
 
 
 def governor_main(argv: Sequence[str] | None = None) -> int:
@@ -29,8 +28,8 @@ def governor_main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="consume plans and issue permits until SIGTERM/SIGINT")
     commands.add_parser("plugins", help="list installed plugins and whether they are active")
-    commands.add_parser("check-config",
-                        help="validate the environment for both hosts and every plugin")
+    add_check_config_parser(commands, "validate the environment for both hosts and every "
+                                      "plugin, and connect to Redis")
     explain = commands.add_parser("explain", help="show a permit and why it was decided")
     explain.add_argument("plan_id")
     demo = commands.add_parser("demo", help="run the whole stack on a scripted market")
@@ -40,20 +39,62 @@ def governor_main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--force", action="store_true",
                       help="with --redis-url: delete the database's quantum:* keys first "
                            "(without it the demo refuses a database that has any)")
+    proofs.add_parser(commands)
+    feed.add_parser(commands)
     args = parser.parse_args(argv)
 
     if args.command == "run":
-        return main_guard(run_governor)
+        return main_guard(run_governor, PROG)
     if args.command == "plugins":
-        return list_plugins()
+        return main_guard(list_plugins, PROG)
     if args.command == "check-config":
-        return check_config()
+        return main_guard(lambda: run_check_config(PROG, HOSTS, args), PROG)
     if args.command == "explain":
-        return main_guard(lambda: explain_plan(args.plan_id))
+        return main_guard(lambda: explain_plan(args.plan_id), PROG)
+    if args.command == "proof":
+        return main_guard(lambda: proofs.run(args), PROG, redis_url=args.redis_url)
+    if args.command == "feed":
+        return main_guard(lambda: feed.run(args), PROG, redis_url=args.redis_url)
+    return main_guard(lambda: demo_main(args), PROG, redis_url=args.redis_url)
+
+
+def add_check_config_parser(commands: Any, help: str) -> None:
+    """The ``check-config`` subcommand and its options (both programs have it)."""
+    check = commands.add_parser("check-config", help=help)
+    check.add_argument("--offline", action="store_true",
+                       help="do not connect to Redis (check the environment only)")
+    check.add_argument("--env-file", metavar="PATH", default=None,
+                       help="check this env file, read as systemd's EnvironmentFile= reads "
+                            "it, instead of the current environment")
+
+
+def run_check_config(prog: str, hosts: Sequence[str], args: argparse.Namespace) -> int:
+    """``check-config`` on the environment, or on ``--env-file`` alone (what the unit gets)."""
+    from governor_core.check_config import check_config
+    from governor_core.envfile import read_env_file
+
+    configure_logging("text", "critical")
+    env: dict[str, str] = dict(os.environ)
+    notes: tuple[str, ...] = ()
+    if args.env_file is not None:
+        try:
+            parsed = read_env_file(args.env_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StartupError(f"{prog}: cannot read the env file {args.env_file}: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
+        env, notes = parsed.values, tuple(f"{args.env_file}: {w}" for w in parsed.warnings)
+    return check_config(prog, hosts, env, offline=args.offline, notes=notes)
+
+
+def demo_main(args: argparse.Namespace) -> int:
     from governor_core.demo import run_demo
 
-    return main_guard(lambda: run_demo(duration=args.duration, redis_url=args.redis_url,
-                                       force=args.force))
+    if args.redis_url is not None:
+        try:
+            RedisSettings.from_url(args.redis_url, name="--redis-url")
+        except ConfigError as exc:
+            raise StartupError(f"{PROG}: {exc}") from None
+    return run_demo(duration=args.duration, redis_url=args.redis_url, force=args.force)
 
 
 def run_governor() -> int:
@@ -62,16 +103,10 @@ def run_governor() -> int:
     return run_service(PROG, "governor", GovernorConfig.from_env, GovernorService)
 
 
-def _plugin_hosts(env: dict[str, str]) -> dict[str, PluginHost]:
-    disabled = EnvReader(env).names("QUANTUM_DISABLE_PLUGINS")
-    return {host: build_plugin_host(host, env, CollectorRegistry(), disabled=disabled)
-            for host in HOSTS}
-
-
 def list_plugins() -> int:
     """Every installed plugin with its distribution, version, hooks and state per host."""
     configure_logging("text", "critical")
-    hosts = _plugin_hosts(dict(os.environ))
+    hosts = plugin_hosts(dict(os.environ), HOSTS)
     names = sorted({status.name for host in hosts.values() for status in host.statuses})
     if not names:
         print("no plugins installed (entry-point group quantum_governor)")
@@ -84,39 +119,8 @@ def list_plugins() -> int:
         print(f"{name}  ({first.distribution or 'not installed'} {first.version or ''})".rstrip())
         print(f"  hooks: {', '.join(hooks) or '-'}")
         for host, status in statuses.items():
-            if status.state != "active":
-                print(f"  {host}: {status.state}: {status.why}")
-            elif HOST_HOOKS[host].isdisjoint(status.hooks):
-                print(f"  {host}: idle (implements no hook this host calls)")
-            else:
-                print(f"  {host}: active")
+            print(f"  {host}: {plugin_state(host, status)}")
     return 0
-
-
-def check_config() -> int:
-    """Validate the core config of both hosts and every installed plugin; 1 on any error."""
-    from governor_core.allocation.config import AllocationConfig
-
-    configure_logging("text", "critical")
-    env = dict(os.environ)
-    errors = []
-    for label, loader in (("governor", GovernorConfig.from_env),
-                          ("allocation", AllocationConfig.from_env)):
-        try:
-            loader(EnvReader(env))
-            print(f"ok     {label} core configuration")
-        except ConfigError as exc:
-            errors.append(f"{label}: {exc}")
-            print(f"ERROR  {label} core configuration: {exc}")
-    for host, plugin_host in _plugin_hosts(env).items():
-        for status in plugin_host.statuses:
-            if status.state == "disabled":
-                errors.append(f"{status.name}: {status.why}")
-                print(f"ERROR  plugin {status.name} on {host}: {status.why}")
-            else:
-                print(f"ok     plugin {status.name} on {host}: {status.state}")
-    print(f"{len(errors)} error(s)" if errors else "configuration is valid")
-    return 1 if errors else 0
 
 
 def explain_plan(plan_id: str) -> int:

@@ -25,7 +25,9 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
+
+import redis
 
 T = TypeVar("T")
 
@@ -168,7 +170,13 @@ def read_settings(cls: type[T], env: EnvReader, **given: Any) -> T:
 
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
-    """Where Redis is. ``url`` may carry a password and use ``rediss://`` for TLS."""
+    """Where Redis is. ``url`` may carry a password and use ``rediss://`` for TLS.
+
+    ``REDIS_URL`` wins over ``REDIS_HOST``/``REDIS_PORT``/``REDIS_DB`` (those are read only
+    when it is unset). The URL is checked here as redis-py will read it (scheme, host, a
+    port from 1 to 65535, a numeric database), so a bad one stops the host at start with a
+    :class:`ConfigError` naming ``REDIS_URL`` and showing the URL redacted.
+    """
 
     url: str
 
@@ -179,10 +187,15 @@ class RedisSettings:
             host = env.str("REDIS_HOST", "localhost")
             port = env.int("REDIS_PORT", 6379, min=1, max=65535)
             db = env.int("REDIS_DB", 0, min=0)
-            url = f"redis://{host}:{port}/{db}"
-        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError("REDIS_URL", redact_url(url),
-                              "a redis://, rediss:// or unix:// URL")
+            return cls(url=f"redis://{host}:{port}/{db}")
+        return cls.from_url(url)
+
+    @classmethod
+    def from_url(cls, url: str, name: str = "REDIS_URL") -> RedisSettings:
+        """Settings for ``url``; a :class:`ConfigError` naming ``name`` if it is unusable."""
+        problem = url_problem(url)
+        if problem:
+            raise ConfigError(name, redact_url(url), problem)
         return cls(url=url)
 
     @property
@@ -190,20 +203,79 @@ class RedisSettings:
         return redact_url(self.url)
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe for logs and error messages."""
+_URL_SHAPE = "a redis://[[user]:password@]host[:port][/db], rediss://… or unix://… URL"
+
+
+def url_problem(url: str) -> str:
+    """What is wrong with a Redis URL, as the "expected …" of a :class:`ConfigError`
+    (``""`` when redis-py can use it). Never quotes the URL."""
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
-        return "<unparseable url>"
-    if parts.password is None:
-        return url
-    user = quote(parts.username or "", safe="")
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query,
-                       parts.fragment))
+        return _URL_SHAPE + " with a port from 1 to 65535"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return _URL_SHAPE
+    if parts.scheme == "unix":
+        return "" if parts.path else _URL_SHAPE + " (unix:// needs the socket's path)"
+    if not parts.hostname:
+        return _URL_SHAPE + " (the host is missing)"
+    if port == 0:
+        return _URL_SHAPE + " with a port from 1 to 65535"
+    if not re.fullmatch(r"/?(\d+/?)?", parts.path):
+        return _URL_SHAPE + " (the path is the database number)"
+    try:  # redis-py's own reading of it (a pool: nothing connects), as connect() will do
+        redis.ConnectionPool.from_url(url)
+    except ValueError:
+        return _URL_SHAPE + " (an option in its query is invalid)"
+    return ""
+
+
+#: Query options whose values are redacted (redis-py reads ``password`` from the query).
+_SECRET_OPTION = re.compile(r"(?i)([?&;](?:[^=&;#]*(?:pass|secret|token|auth)[^=&;#]*)=)"
+                            r"[^&;#]*")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, safe for logs and error messages,
+    whatever its shape: well-formed or not, the credentials are everything between the
+    start of the authority (after ``//``, else the start) and the *last* ``@``; the user name
+    before their first ``:`` is kept, the rest becomes ``***`` (all of it when there is no
+    ``:``, as a password may have been written where the user name goes). Query options
+    named like a password (``password=``, ``…token=``) have their values redacted too."""
+    text = _SECRET_OPTION.sub(r"\1***", url)
+    at = text.rfind("@")
+    if at < 0:
+        return text
+    slashes = text.find("//")
+    start = slashes + 2 if 0 <= slashes < at else 0
+    userinfo = text[start:at]
+    user, colon, _secret = userinfo.partition(":")
+    safe = f"{user}:***" if colon else "***"
+    return text[:start] + safe + text[at:]
+
+
+def redact_text(text: str, url: str) -> str:
+    """``text`` (say, an error message from redis-py) with every secret of ``url`` (its
+    password, however the URL is shaped) replaced by ``***``."""
+    for secret in sorted(url_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def url_secrets(url: str) -> set[str]:
+    """The substrings of ``url`` that :func:`redact_url` hides, decoded and not (empty
+    strings excluded)."""
+    secrets: set[str] = set()
+    for match in _SECRET_OPTION.finditer(url):
+        secrets.add(match.group(0)[len(match.group(1)):])
+    at = url.rfind("@")
+    if at >= 0:
+        slashes = url.find("//")
+        start = slashes + 2 if 0 <= slashes < at else 0
+        user, colon, secret = url[start:at].partition(":")
+        secrets.add(secret if colon else user)
+    return {item for value in secrets for item in (value, unquote(value)) if item}
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +314,8 @@ class GovernorConfig:
     block_ms: int = setting("GOVERNOR_BLOCK_MS", 500, min=1, max=60_000)
     stream_maxlen: int = setting("GOVERNOR_STREAM_MAXLEN", 100_000, min=100)
     claim_idle_ms: int = setting("GOVERNOR_CLAIM_IDLE_MS", 60_000, min=1_000)
+    #: Another consumer of the group idle this long with nothing pending is deleted (0: never).
+    consumer_idle_delete_sec: int = setting("GOVERNOR_CONSUMER_IDLE_DELETE_SEC", 3600, min=0)
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> GovernorConfig:

@@ -3,9 +3,10 @@
 Both P3.1 plugins judge efficiency data by the same rules, so the rules live here once.
 :func:`read_efficiency` is pure and total: any hash contents give a reading with one reason:
 
-* ``missing_eff``: no hash, or no ``efficiency_score`` field;
-* ``invalid_eff``: malformed: score, confidence or ``ts`` not a finite decimal number,
-  score or confidence outside [0, 1], ``ts`` missing, or ``ts`` more than
+* ``missing_eff``: no hash, or none of ``efficiency_score``, ``confidence``, ``ts``;
+* ``invalid_eff``: malformed: no ``efficiency_score`` beside a ``confidence`` or ``ts``
+  (a producer naming the score otherwise), score, confidence or ``ts`` not a plain
+  decimal number, score or confidence outside [0, 1], ``ts`` missing, or ``ts`` more than
   :data:`FUTURE_SKEW_SEC` ahead of ``now`` (a clock or unit error, e.g. milliseconds);
 * ``stale_eff``: ``now - ts`` greater than the staleness limit;
 * ``low_conf``: confidence below the minimum (a missing confidence counts as 0);
@@ -13,10 +14,18 @@ Both P3.1 plugins judge efficiency data by the same rules, so the rules live her
 
 Checked in that order: malformed data is reported as malformed even if it is also old.
 ``redis_error`` is the plugins' own reason for a failed read (:data:`REDIS_ERROR`).
+
+Only the three fields are read (one ``HMGET`` per symbol), so "a hash with other fields"
+is seen through them: a ``confidence`` or ``ts`` without a score is ``invalid_eff``, and
+:class:`EfficiencyReader` logs which of the three fields it found, at most once per symbol
+per :data:`LOG_INTERVAL_SEC`. A hash holding none of the three (only, say, ``score`` and
+``mode``) reads as ``missing_eff``: telling it from an absent key would cost an ``HLEN``
+per symbol in every governor batch, for a producer that also forgot ``ts``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -27,6 +36,10 @@ from governor_core.parsing import FUTURE_SKEW_SEC, parse_decimal
 from governor_core.redis_io import execute_commands
 
 REASONS = ("ok", "missing_eff", "stale_eff", "low_conf", "invalid_eff", "redis_error")
+#: A symbol's hash without a score is logged at most once in this many seconds (of ``now``).
+LOG_INTERVAL_SEC = 300.0
+
+log = logging.getLogger("quantum.efficiency")
 
 
 class EfficiencyReading(NamedTuple):
@@ -70,7 +83,7 @@ def read_efficiency_values(score_text: str | None, confidence_text: str | None,
     """:func:`read_efficiency` on the three fields as ``HMGET`` returns them (``None`` for
     an absent field): the same rules, without building a mapping per symbol."""
     if score_text is None:
-        return MISSING
+        return MISSING if confidence_text is None and ts_text is None else INVALID
     return _judge(_parse(score_text, confidence_text, ts_text), now, min_conf, stale_sec)
 
 
@@ -124,6 +137,8 @@ class EfficiencyReader:
         self.min_conf, self.stale_sec, self.max_entries = min_conf, stale_sec, max_entries
         self._parsed: dict[tuple[str | None, ...], Parsed] = {}
         self._tuples: dict[str, tuple[str, ...]] = {}  # symbol -> its HMGET
+        self._symbols: Sequence[str] = ()  # of the last commands(), for the log lines
+        self._logged: dict[str, float] = {}  # symbol -> when its hash was last logged
 
     def commands(self, symbols: Sequence[str]) -> list[tuple[str, ...]]:
         """One ``HMGET`` per symbol, for a host's ``read_commands`` round trip; the replies
@@ -136,6 +151,7 @@ class EfficiencyReader:
         tuples = self._tuples
         if len(tuples) > self.max_entries:
             tuples.clear()
+        self._symbols = symbols
         return [tuples.get(symbol) or tuples.setdefault(
             symbol, ("HMGET", EFFICIENCY_PREFIX + symbol, *EFFICIENCY_FIELDS))
             for symbol in symbols]
@@ -151,7 +167,12 @@ class EfficiencyReader:
 
     def judge(self, replies: Sequence[object], now: float) -> list[EfficiencyReading]:
         """The readings of :meth:`commands`' replies, in order (a refused command, e.g.
-        ``WRONGTYPE`` for a key that is not a hash, is ``invalid_eff``)."""
+        ``WRONGTYPE`` for a key that is not a hash, is ``invalid_eff``).
+
+        A hash with a ``confidence`` or ``ts`` but no ``efficiency_score`` is logged (a
+        warning naming the key and the fields found), at most once per symbol per
+        :data:`LOG_INTERVAL_SEC`; the symbols are those of the last :meth:`commands` call,
+        whose replies these are."""
         memory = self._parsed
         if len(memory) > self.max_entries:
             memory.clear()
@@ -164,10 +185,31 @@ class EfficiencyReader:
                 continue
             texts = tuple(reply)
             if texts[0] is None:
-                append(MISSING)
+                if texts[1] is None and texts[2] is None:
+                    append(MISSING)
+                else:
+                    append(INVALID)
+                    self._no_score(len(readings) - 1, len(replies), texts, now)
                 continue
             parsed = memory.get(texts)
             if parsed is None:
                 parsed = memory[texts] = _parse(*texts)
             append(_judge(parsed, now, min_conf, stale_sec))
         return readings
+
+    def _no_score(self, index: int, count: int, texts: tuple[str | None, ...],
+                  now: float) -> None:
+        symbols = self._symbols
+        symbol = symbols[index] if len(symbols) == count else f"#{index}"
+        logged = self._logged
+        last = logged.get(symbol)
+        if last is not None and 0 <= now - last < LOG_INTERVAL_SEC:
+            return
+        if len(logged) > self.max_entries:
+            logged.clear()
+        logged[symbol] = now
+        found = [name for name, text in zip(EFFICIENCY_FIELDS, texts, strict=True)
+                 if text is not None]
+        log.warning("efficiency hash %s%s has no efficiency_score but has %s: invalid_eff "
+                    "(does its producer name the score otherwise?)", EFFICIENCY_PREFIX,
+                    symbol, ", ".join(found), extra={"symbol": symbol})

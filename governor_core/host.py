@@ -6,7 +6,10 @@ registry, with an injected clock and a stop event. :meth:`HostService.run` calls
 :meth:`~HostService.loop_step` until the stop event is set, at most once per
 :attr:`~HostService.interval_sec`. A Redis outage or error is logged, counted by the
 service (:meth:`~HostService.failed`) and retried with :class:`Backoff`; a service never
-dies because Redis went away. On stop, :meth:`~HostService.close` finishes the work in hand.
+dies because Redis went away. Redis refusing the credentials or a command (authentication,
+ACL) is not an outage: :meth:`~HostService.run` finishes the work in hand and raises it,
+and the ``run`` command exits with status 2. On stop, :meth:`~HostService.close` finishes
+the work in hand.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from governor_core.plugins import PluginHost
 from governor_core.redis_io import REDIS_OUTAGE_ERRORS, Backoff
+from governor_core.runtime import is_access_error
 from governor_core.scripts import SCRIPTS
 
 
@@ -65,6 +69,9 @@ class HostService:
         """Called once the stop event is set, to finish the work in hand."""
 
     def run(self) -> None:
+        """Prepare and step until the stop event is set, then :meth:`close`. Raises only
+        an authentication or ACL refusal (see
+        :func:`~governor_core.runtime.is_access_error`), after :meth:`close`."""
         backoff = Backoff(self.stop)
         ready = False
         while not self.stop.is_set():
@@ -76,6 +83,9 @@ class HostService:
                 self.loop_step()
                 backoff.succeeded()
             except (*REDIS_OUTAGE_ERRORS, redis.ResponseError) as exc:
+                if is_access_error(exc):  # waiting cannot fix credentials or an ACL
+                    self.close()
+                    raise
                 ready = False
                 self.failed(exc)
                 backoff.failed(self.activity, exc)

@@ -14,13 +14,16 @@ import re
 SYMBOL_RE = re.compile(r"[A-Z0-9]{2,32}")
 #: A timestamp further ahead of ``now`` than this is a clock or unit error.
 FUTURE_SKEW_SEC = 30.0
-# Plain decimal or exponent notation only: Python's float() would also take "1_000",
-# " 5", "nan" and "infinity", none of which a producer means.
-_DECIMAL = re.compile(r"\+?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+# Plain decimals of ASCII digits only (SPEC 2: decimal strings). Python's float() would
+# also take "1_000", " 5", "nan", "infinity", "١٢" (Arabic-Indic digits) and "1e3"; an
+# exponent is refused too, so every service reads a value the way a person reads it.
+_DECIMAL = re.compile(r"\+?(\d+(\.\d*)?|\.\d+)", re.ASCII)
 
 
 def parse_decimal(text: str | None) -> float | None:
-    """A finite, non-negative number from a decimal string, or None for anything else."""
+    """A finite, non-negative number from a plain decimal string (ASCII digits, at most one
+    dot, an optional leading ``+``: ``"123.45"``, ``".5"``, ``"5."``), or None for anything
+    else: no exponent (``"1e3"``), no whitespace, no ``_``, no ``nan``/``inf``."""
     if text is None:
         return None
     # The common "123.45" skips the regex (10⁴ numbers a tick); ASCII digits and at most

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -222,7 +223,9 @@ def build_plugin_host(
     """The plugin factory of both hosts.
 
     :param host: ``"governor"`` or ``"allocation"``, passed to ``on_configure``.
-    :param disabled: plugin names to block (from ``QUANTUM_DISABLE_PLUGINS``).
+    :param disabled: plugins to block (from ``QUANTUM_DISABLE_PLUGINS``), each by its entry
+        point or its distribution name, in any of pip's spellings (:func:`canonical_name`);
+        a name that matches no installed plugin is logged as a warning.
     :param load_entrypoints: load installed plugins (tests turn this off and register
         their own through ``extra_plugins``).
     :param extra_plugins: ``(name, plugin)`` pairs registered beside the entry points.
@@ -230,17 +233,29 @@ def build_plugin_host(
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     result = PluginHost(host, manager, registry, plugin_errors_counter(registry))
-    for name in disabled:
-        manager.set_blocked(name)
 
     candidates: list[tuple[str, Callable[[], object], str | None, str | None]] = [
         (name, (lambda p=plugin: p), None, None) for name, plugin in extra_plugins]
     if load_entrypoints:
         for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
                          key=lambda ep: ep.name):
-            dist = ep.dist
+            dist = ep.dist  # metadata only: reading it imports nothing
             candidates.append((ep.name, ep.load, dist.name if dist else None,
                                dist.version if dist else None))
+
+    wanted = {canonical_name(name): name for name in disabled}
+    matched = set()
+    for name, _load, dist_name, _version in candidates:
+        hits = {canonical_name(name), canonical_name(dist_name or "")} & wanted.keys()
+        if hits:
+            manager.set_blocked(name)
+            matched |= hits
+    unknown = sorted(wanted[key] for key in wanted.keys() - matched)
+    if unknown:
+        installed = ", ".join(f"{name} ({dist_name})" if dist_name else name
+                              for name, _load, dist_name, _version in candidates) or "none"
+        log.warning("QUANTUM_DISABLE_PLUGINS names no installed plugin: %s (installed: %s)",
+                    ", ".join(unknown), installed)
 
     for name, load, dist_name, version in candidates:
         if manager.is_blocked(name):
@@ -260,6 +275,22 @@ def build_plugin_host(
 
     result._configure(env)
     return result
+
+
+def canonical_name(name: str) -> str:
+    """A plugin or distribution name as ``QUANTUM_DISABLE_PLUGINS`` compares it: runs of
+    ``-``, ``_`` and ``.`` are one ``-``, case is ignored (pip's rule for distribution
+    names, PEP 503), so ``p31-efficiency``, ``P31_Efficiency`` and ``p31_efficiency``
+    name the same plugin."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def unknown_disabled(disabled: Iterable[str], statuses: Iterable[PluginStatus]) -> list[str]:
+    """The names in ``disabled`` that are neither the entry point nor the distribution
+    name of any plugin in ``statuses`` (``build_plugin_host`` logs them as a warning)."""
+    known = {canonical_name(name) for status in statuses
+             for name in (status.name, status.distribution or "")}
+    return sorted(name for name in disabled if canonical_name(name) not in known)
 
 
 def _register(manager: pluggy.PluginManager, name: str, load: Callable[[], object]) -> str:

@@ -1,20 +1,16 @@
 #!/usr/bin/env bash
 # P3.1 Step 1 proof: the p29_shadow plugin on the real `quantum-allocation run`.
-# Uses REDIS_URL if given, else starts its own redis-server on a free port.
-# Prints one line per case, ends with SUMMARY: PASS | SUMMARY: FAIL (n failed), exit 0/1.
-set -u
-source "$(dirname "${BASH_SOURCE[0]}")/lib/proof_common.sh"  # cd to the root, redis, report/check
-HELPER=scripts/proof_p31_step1_inject_efficiency.py
-
-"$PYTHON" "$HELPER" setup
-P29_INTERVAL_SEC=1 LOOP_INTERVAL_SEC=1 P29_METRICS_PORT=0 LOG_FORMAT=text \
-  "$BIN/quantum-allocation" run 2>"$WORK/service.log" &
-SERVICE=$!
-PIDS+=("$SERVICE")
-"$PYTHON" "$HELPER" wait
-
-for case in high low missing low_conf stale malformed; do check "$case"; done
-
-kill -TERM "$SERVICE"; wait "$SERVICE"; code=$?
-service_health "$code"
-summary
+# A thin wrapper of `quantum-governor proof step1` (governor_core/proofs/): arguments are passed
+# on (--redis-url URL, --force). quantum-governor is taken from $VIRTUAL_ENV/bin, else PATH,
+# else this repository's .venv.
+set -eu
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+for candidate in "${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/quantum-governor}" \
+        "$(command -v quantum-governor || true)" "$ROOT/.venv/bin/quantum-governor"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+        exec "$candidate" proof step1 "$@"
+    fi
+done
+echo "$(basename "$0"): quantum-governor not found in \$VIRTUAL_ENV/bin, on PATH or in" \
+    "$ROOT/.venv/bin: activate the virtualenv it is installed in" >&2
+exit 2

@@ -57,6 +57,7 @@ LOOSENED = {
     "QuantumPluginDisabled": ('hook=~"load|on_configure"', 'hook=~".+"'),
     "GovernorDeadLetters": ("> 0", ">= 0"),
     "GovernorPermitsStalled": ("== 0)", ">= 0)"),
+    "GovernorKillSwitchOn": ("== 1", ">= 0"),
     "QuantumRedisErrors": ("[5m]", "[15m]"),
     "P29StaleFallbacksHigh": ("* 60 > 10", "* 60 > 4"),
     "P29LoopSlow": ("> 2", "> 0.2"),

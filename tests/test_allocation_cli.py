@@ -53,3 +53,12 @@ def test_bad_env_exits_2_with_one_line_naming_the_variable(variable, value):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and variable in lines[0] and "Traceback" not in result.stderr
+
+
+def test_check_config_names_a_bad_value_and_fails():
+    result = subprocess.run([str(BIN / "quantum-allocation"), "check-config", "--offline"],
+                            env=service_env("redis://127.0.0.1:1/0", P29_MODE="yolo"),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "ERROR  allocation core configuration: P29_MODE='yolo' is invalid" in result.stdout
+    assert "Traceback" not in result.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -80,9 +81,40 @@ def test_redis_settings_from_parts_and_url() -> None:
     ("redis://:pw@localhost:6379/0", "redis://:***@localhost:6379/0"),
     ("redis://localhost:6379/0", "redis://localhost:6379/0"),
     ("rediss://u:p%40ss@h/0", "rediss://u:***@h/0"),
+    # malformed: the password must go whatever the shape
+    ("redis//:hunter2@host", "redis//:***@host"),
+    ("redis://:hunter2@host:639200", "redis://:***@host:639200"),
+    ("redis://:hunter2@host:63920", "redis://:***@host:63920"),
+    ("redis://h:6379/0?password=hunter2", "redis://h:6379/0?password=***"),
+    ("redis://h/0?db=1&PASSWORD=hunter2&x=1", "redis://h/0?db=1&PASSWORD=***&x=1"),
+    ("redis://:hun@ter2@h/0", "redis://:***@h/0"),
+    ("redis://hunter2@h/0", "redis://***@h/0"),
+    ("redis:hunter2@h", "redis:***@h"),
+    ("redis://:hunter2@[::1", "redis://:***@[::1"),
+    ("unix://:hunter2@/run/redis.sock?db=0", "unix://:***@/run/redis.sock?db=0"),
 ])
 def test_redact_url(url: str, safe: str) -> None:
     assert redact_url(url) == safe
+    assert "hunter2" not in redact_url(url) and "ter2" not in redact_url(url)
+
+
+@pytest.mark.parametrize("url", [
+    "redis://:hunter2@h:639200/0", "redis://:hunter2@h:65536", "redis://:hunter2@h:0/0",
+    "redis://:hunter2@h:port/0", "redis://:hunter2@[::1", "redis//:hunter2@h",
+    "redis://:hunter2@/0", "redis://:hunter2@h/zero", "redis://:hunter2@h/0?socket_timeout=x",
+    "unix://:hunter2@",
+])
+def test_an_unusable_redis_url_is_a_config_error_naming_it(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        GovernorConfig.from_env(EnvReader({"REDIS_URL": url}))
+    assert caught.value.name == "REDIS_URL"
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["redis://:pw@h:63920/0", "rediss://u:pw@h/15",
+                                 "unix:///run/redis.sock?db=2", "redis://[::1]:6379"])
+def test_a_usable_redis_url_is_accepted(url: str) -> None:
+    assert RedisSettings.from_env(EnvReader({"REDIS_URL": url})).url == url
 
 
 def test_bad_redis_url_error_does_not_leak_the_password() -> None:
@@ -148,9 +180,89 @@ def test_check_config_fails_on_a_bad_value(env: dict[str, str]) -> None:
 
 def test_check_config_passes_on_defaults() -> None:
     pytest.importorskip("governor_core.allocation.config")
-    result = cli("check-config")
+    result = cli("check-config", "--offline")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "configuration is valid" in result.stdout
+
+
+# -- Redis refusing the credentials or a command: a configuration error, not an outage ------
+
+@pytest.fixture(scope="module")
+def locked_redis():
+    """A server whose default user has a password, and a user ``noclaim`` that may not
+    run XAUTOCLAIM."""
+    from governor_core.testing import start_redis
+
+    server = start_redis()
+    client = server.client()
+    client.acl_setuser("noclaim", enabled=True, passwords=["+pw-Ok-1"], keys=["quantum:*"],
+                       commands=["+@all", "-xautoclaim"])
+    client.config_set("requirepass", "pw-Ok-1")
+    yield server
+    server.stop()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("program", ["quantum-governor", "quantum-allocation"])
+@pytest.mark.parametrize(("userinfo", "expected"), [
+    (":wr0ng-Pw", "refused the credentials: AuthenticationError"),
+    ("", "refused the credentials: AuthenticationError"),  # no password: NOAUTH
+])
+def test_run_with_refused_credentials_exits_2_with_one_line(
+        locked_redis, program: str, userinfo: str, expected: str) -> None:
+    auth = f"{userinfo}@" if userinfo else ""
+    env = {"REDIS_URL": f"redis://{auth}127.0.0.1:{locked_redis.port}/0",
+           "GOVERNOR_METRICS_PORT": "0", "P29_METRICS_PORT": "0"}
+    result = subprocess.run([str(BIN / program), "run"], capture_output=True, text=True,
+                            timeout=30, env={**os.environ, **env})
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{program}: configuration error: Redis at ") and expected in last
+    assert "wr0ng-Pw" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.redis
+def test_an_acl_refusal_in_the_loop_is_fatal_not_retried(locked_redis) -> None:
+    env = {"REDIS_URL": f"redis://noclaim:pw-Ok-1@127.0.0.1:{locked_redis.port}/0",
+           "GOVERNOR_METRICS_PORT": "0", "LOG_FORMAT": "text"}
+    result = subprocess.run([str(BIN / "quantum-governor"), "run"], capture_output=True,
+                            text=True, timeout=30, env={**os.environ, **env})
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "refused a command (ACL): NoPermissionError" in last and "xautoclaim" in last
+    assert "redis unavailable" not in result.stderr
+
+
+def test_host_loop_raises_an_access_error_after_close() -> None:
+    import redis
+
+    from governor_core.host import HostService
+
+    class Refused(HostService):
+        closed = steps = 0
+
+        def prepare(self) -> None:
+            pass
+
+        def step(self) -> None:
+            self.steps += 1
+            if self.steps == 1:
+                raise redis.ConnectionError("down")  # an outage: retried
+            raise redis.exceptions.NoPermissionError("no permissions to run 'xack'")
+
+        def close(self) -> None:
+            self.closed += 1
+
+    service = Refused(None, None, None, None)  # type: ignore[arg-type]
+    guard = threading.Timer(5.0, service.stop.set)  # a loop that retries it stops here
+    guard.start()
+    try:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            service.run()
+    finally:
+        guard.cancel()
+    assert (service.steps, service.closed) == (2, 1)
 
 
 # -- declared settings (config.setting / read_settings) --------------------------------

@@ -14,7 +14,17 @@ import pytest
 import redis
 
 from governor_core.demo import run_demo
-from governor_core.demo.display import Header, SymbolState, render_row, render_table
+from governor_core.demo.display import (
+    Header,
+    SymbolState,
+    Totals,
+    age_text,
+    legend,
+    render_row,
+    render_summary,
+    render_table,
+    usd_k,
+)
 from governor_core.demo.market import SCRIPT_SEC, SYMBOLS, market_second
 from governor_core.runtime import EXIT_CONFIG, StartupError
 from governor_core.testing import RedisServer, start_redis
@@ -207,10 +217,72 @@ def test_the_market_script_is_pure() -> None:
 def test_rows_render_missing_data_as_dashes() -> None:
     row = render_row(SymbolState("AAVEUSDT", {}, {}, {}, {}), now=100.0)
     assert row.startswith("AAVEUSDT")
-    assert "(no plan yet)" in row and row.endswith("| -")
+    assert "(no plan yet)" in row and row.endswith(" -")
     header = Header(60, 240, "calm trend", 1, 4, "TREND", 0.02, 100_000.0, "LOW")
     lines = render_table(header, [SymbolState("BTCUSDT", {}, {}, {}, {})], now=0.0)
     assert lines[0] == "sim 1:00 of 4:00  phase 1/4: calm trend"
-    bars = [[i for i, char in enumerate(line) if char == "|"] for line in lines[2:]]
-    assert bars[0] == bars[1]  # the header's columns and the row's line up
+    head, row = lines[2], lines[3]
+    # the header's columns and the row's line up
+    assert row[head.index("REASON")] == "-" and row[head.index("REASON") - 1] == " "
+    assert head.index("HINT") == row.rindex(" -") + 1
 
+
+#: The widest values each column can show: an 8-character symbol, a 4-character age and
+#: amounts, the longest reason, and the longest hint (cooldown 120 s).
+WIDEST = SymbolState(
+    "PEPEUSDT",
+    {"efficiency_score": "0.0001", "ts": "0"},
+    {"target_usd": "999000"},
+    {"multiplier": "1.5", "reason": "invalid_eff"},
+    {"notional_usd": "123456789", "decision": "CLAMP", "allowed_notional_usd": "9990",
+     "eff_action": "DOWNSIZE", "eff_factor": "0.25", "extra_cooldown_sec": "120"})
+
+
+def test_the_table_fits_80_columns() -> None:
+    """Every table line, at the widest values, leaves the 80th column free (so a line
+    never wraps: LiveTable redraws by counting lines)."""
+    header = Header(3599, 3600, "efficiency decays", 4, 4, "MEAN_REVERSION", 0.999,
+                    999_999_999.0, "HIGH")
+    lines = render_table(header, [WIDEST], now=10_000_000.0)
+    assert max(len(line) for line in lines) <= 79, lines
+    row = lines[3]
+    assert "DOWNSIZE x0.25 +120s" in row and " invalid_eff " in row and " CLAMP " in row
+    head = lines[2]
+    for title, value in (("HINT", "DOWNSIZE"), ("REASON", "invalid_eff")):
+        assert head.index(title) == row.index(value), title  # columns line up
+    assert all(len(line) <= 79 for line in legend(60))
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("400", "0.4k"), ("9949", "9.9k"), ("9950", "10k"), ("12000", "12k"), ("999499", "999k"),
+    ("999500", "1.0M"), ("12000000", "12M"), ("5e3", "-"), (None, "-"), ("", "-"),
+])
+def test_amounts_take_at_most_four_characters(text: str | None, shown: str) -> None:
+    assert usd_k(text) == shown
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (-5, "0s"), (9.4, "9s"), (149, "149s"), (999, "999s"), (1000, "17m"), (59_000, "983m"),
+    (60_000, "17h"), (10_000_000, "116d"),
+])
+def test_ages_take_at_most_four_characters(seconds: float, shown: str) -> None:
+    assert age_text(seconds) == shown
+
+
+def test_summary_lines_fit_and_keep_pairs_together() -> None:
+    totals = Totals(48, 24, {"ALLOW": 90, "CLAMP": 150, "DENY": 0},
+                    {("DOWNSIZE", "ok"): 56, ("NONE", "ok"): 110, ("NONE", "missing_eff"): 34,
+                     ("NONE", "stale_eff"): 12, ("NONE", "low_conf"): 14,
+                     ("NONE", "invalid_eff"): 14},
+                    {"ok": 116, "missing_eff": 24, "stale_eff": 8, "low_conf": 10,
+                     "invalid_eff": 10, "redis_error": 0},
+                    {"portfolio": 0, "alpha": 48}, {"bad_notional": 1},
+                    {("p29_shadow", "on_allocation_tick"): 24,
+                     ("p31_efficiency", "on_permit_batch"): 240},
+                    ("p31_efficiency (governor)", "p29_shadow (allocation)"))
+    lines = render_summary(totals)
+    assert max(len(line) for line in lines) <= 79, lines
+    text = "\n".join(lines)
+    for pair in ("NONE/invalid_eff 14", "p29_shadow/on_allocation_tick 24",
+                 "p31_efficiency/on_permit_batch 240", "redis_error 0"):
+        assert pair in text, pair

@@ -37,7 +37,7 @@ from governor_core.allocation.publish import (
 from governor_core.efficiency import EfficiencyReading
 from governor_core.formats import fmt_usd, fmt_usd_column
 from governor_core.metrics import SymbolSeries
-from governor_core.parsing import _DECIMAL, parse_decimal
+from governor_core.parsing import _DECIMAL, parse_decimal, parse_signed_decimal
 from governor_core.templates import CommandTemplate, Group, RowTemplate, Slot, field_pairs
 from governor_core.wire import Packed, bulk
 
@@ -405,6 +405,21 @@ def _regex_only(text: str) -> float | None:
                  st.floats(allow_nan=True).map(str)))
 def test_number_fast_path_agrees_with_the_regex(text):
     assert parse_decimal(text) == _regex_only(text)
+
+
+@pytest.mark.parametrize(("text", "value", "signed"), [
+    ("1000", 1000.0, 1000.0), ("-2.5", None, -2.5), ("+.5", 0.5, 0.5),
+    # no exponent, in either function, on either path
+    ("1e3", None, None), ("-1e3", None, None), ("1E+3", None, None), ("5e-1", None, None),
+    ("1000e0", None, None), ("-.5E1", None, None),
+    # ASCII digits only (Arabic-Indic, fullwidth, Devanagari)
+    ("\u0661\u0662", None, None), ("-\u0661", None, None), ("\uff11.5", None, None),
+    ("1\u0968", None, None),
+])
+def test_decimal_rules_refuse_exponents_and_other_digits(text, value, signed):
+    assert parse_decimal(text) == value
+    assert parse_signed_decimal(text) == signed
+    assert bool(_DECIMAL.fullmatch(text.lstrip("-"))) is (signed is not None)
 
 
 def test_symbol_series_exposes_like_a_labelled_gauge():

@@ -138,3 +138,73 @@ def test_explain_unknown_plan(issued: str) -> None:
     assert len(lines) == 1
     assert "no permit or dead letter found for plan 'no-such-plan'" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+# -- QUANTUM_DISABLE_PLUGINS: entry point or distribution name, in pip's spellings --------
+
+@pytest.mark.parametrize("spelling", ["p31_efficiency", "p31-efficiency", "P31.Efficiency",
+                                      "quantum-governor-p31-efficiency",
+                                      "quantum_governor_p31_efficiency"])
+def test_a_plugin_is_blocked_by_any_spelling_of_its_names(spelling: str) -> None:
+    result = cli("plugins", QUANTUM_DISABLE_PLUGINS=f" {spelling} ")
+    assert "governor: blocked: named in QUANTUM_DISABLE_PLUGINS" in block(result.stdout,
+                                                                          "p31_efficiency")
+
+
+def test_a_plugin_blocked_by_its_distribution_name_is_never_imported() -> None:
+    code = ("import sys\n"
+            "from prometheus_client import CollectorRegistry\n"
+            "from governor_core.plugins import build_plugin_host\n"
+            "host = build_plugin_host('governor', {}, CollectorRegistry(),\n"
+            "                         disabled={'quantum-governor-p31-efficiency'})\n"
+            "print(host.active, any(m.startswith('p31_efficiency') for m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=30)
+    assert result.stdout.strip() == "['p29_shadow'] False", result.stdout + result.stderr
+
+
+def test_an_unknown_disabled_name_is_warned(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="quantum.plugins"):
+        host = build_plugin_host("governor", {}, CollectorRegistry(),
+                                 disabled={"p31_effciency"})
+    assert "p31_efficiency" in host.active
+    assert "QUANTUM_DISABLE_PLUGINS names no installed plugin: p31_effciency" in caplog.text
+
+
+# -- one line, not a traceback: Redis errors and a closed pipe ----------------------------
+
+def test_explain_against_a_dead_port_is_one_line() -> None:
+    result = cli("explain", "x", REDIS_URL="redis://:s3cr3t-pw@127.0.0.1:1/0")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("quantum-governor: Redis error at redis://:***@127.0.0.1:1/0: ")
+    assert "s3cr3t-pw" not in result.stderr
+
+
+def closed_pipe_run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The command with its stdout a pipe nobody reads any more (``… | head`` once head
+    has exited)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("GOVERNOR_", "P31_", "P29_", "REDIS_", "QUANTUM_"))}
+    try:
+        return subprocess.run([str(BIN / "quantum-governor"), *args], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=30,
+                              env={**full_env, **env})
+    finally:
+        os.close(write_end)
+
+
+def test_plugins_into_a_closed_pipe_exits_quietly() -> None:
+    result = closed_pipe_run("plugins")
+    assert result.returncode in (0, 141)
+    assert result.stderr == ""
+
+
+@pytest.mark.redis
+def test_explain_into_a_closed_pipe_exits_quietly(issued: str) -> None:
+    result = closed_pipe_run("explain", "ex-1", REDIS_URL=issued)
+    assert result.returncode in (0, 141)
+    assert result.stderr == ""

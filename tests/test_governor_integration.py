@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 import pytest
@@ -156,7 +157,7 @@ def test_fail_open_cases_in_the_loop(real_redis: redis.Redis, eff: tuple | None,
     ("500", "1000", "500", "ALLOW", "within_cap", "500", "500", "allocation"),
     ("abc", "1000", "2000", "CLAMP", "above_cap", "1000", "1000", "budget"),
     (None, "1000", "999.99", "ALLOW", "within_cap", "999.99", "1000", "budget"),
-    (None, None, "1e6", "ALLOW", "no_cap", "1000000", "", "none"),
+    (None, None, "1000000", "ALLOW", "no_cap", "1000000", "", "none"),
 ])
 def test_caps(real_redis: redis.Redis, target: str | None, budget: str | None, notional: str,
               decision: str, reason: str, allowed: str, cap: str, source: str) -> None:
@@ -572,3 +573,54 @@ def test_a_batch_of_several_script_calls_writes_each_plans_own_fields(
     assert real_redis.xlen(ISSUED) == total - 1
     assert pending(real_redis) == 1
     assert gov.metric("governor_permits_issued_total", {"decision": "ALLOW"}) == total - 1
+
+
+# -- consumers of the group: no dead names pile up -------------------------------------------
+
+
+def consumers(client: redis.Redis, group: str = "governor") -> dict[str, dict]:
+    return {c["name"]: c for c in client.xinfo_consumers(PLANS, group)}
+
+
+def test_a_clean_stop_deletes_the_governors_own_consumer(real_redis: redis.Redis) -> None:
+    plan(real_redis, "bye-1")
+    gov = Governor(real_redis, consumer="leaving")
+    gov.drain(overlap=True)
+    assert "leaving" in consumers(real_redis)
+    gov.service.close()
+    assert "leaving" not in consumers(real_redis)
+    assert real_redis.exists("quantum:permit:bye-1")  # the batch in flight was finished
+
+
+def test_a_stop_keeps_a_consumer_that_holds_pending_plans(real_redis: redis.Redis) -> None:
+    plan(real_redis, "held-1")
+    gov = Governor(real_redis, consumer="holder")
+    # delivered to this consumer but not processed (as after a refused write)
+    real_redis.xreadgroup("governor", "holder", {PLANS: ">"}, count=10)
+    gov.service.close()
+    assert consumers(real_redis)["holder"]["pending"] == 1  # deleting it would lose the plan
+    Governor(real_redis, consumer="holder").drain()
+    assert real_redis.exists("quantum:permit:held-1")
+
+
+def test_idle_consumers_with_nothing_pending_are_deleted(real_redis: redis.Redis) -> None:
+    plan(real_redis, "idle-1")
+    real_redis.xgroup_create(PLANS, "governor", id="0")
+    real_redis.xgroup_createconsumer(PLANS, "governor", "dead-empty")
+    real_redis.xreadgroup("governor", "dead-holding", {PLANS: ">"}, count=1)
+    time.sleep(1.1)
+    real_redis.xgroup_createconsumer(PLANS, "governor", "just-started")
+    gov = Governor(real_redis, {"GOVERNOR_CONSUMER_IDLE_DELETE_SEC": "1"}, consumer="alive")
+    gov.drain()
+    names = consumers(real_redis)
+    assert "dead-empty" not in names
+    assert names["dead-holding"]["pending"] == 1  # left for the claim after CLAIM_IDLE_MS
+    assert "just-started" in names and "alive" in names
+
+
+def test_idle_consumer_deletion_can_be_turned_off(real_redis: redis.Redis) -> None:
+    real_redis.xgroup_create(PLANS, "governor", id="0", mkstream=True)
+    real_redis.xgroup_createconsumer(PLANS, "governor", "dead-empty")
+    time.sleep(1.1)
+    Governor(real_redis, {"GOVERNOR_CONSUMER_IDLE_DELETE_SEC": "0"}).drain()
+    assert "dead-empty" in consumers(real_redis)

@@ -7,7 +7,9 @@ import sys
 from collections.abc import Sequence
 
 from governor_core import __version__
+from governor_core.allocation import ops
 from governor_core.allocation.config import AllocationConfig
+from governor_core.cli import add_check_config_parser, run_check_config
 from governor_core.runtime import main_guard, run_service
 
 PROG = "quantum-allocation"
@@ -19,8 +21,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="compute targets every P29_INTERVAL_SEC until "
                                     "SIGTERM/SIGINT")
-    parser.parse_args(argv)
-    return main_guard(run_allocation)
+    add_check_config_parser(commands, "validate the environment for this service and its "
+                                      "plugins, and connect to Redis")
+    ops.add_parser(commands)
+    args = parser.parse_args(argv)
+    if args.command == "clear-targets":
+        return main_guard(lambda: ops.run(args), PROG, redis_url=args.redis_url)
+    if args.command == "check-config":
+        return main_guard(lambda: run_check_config(PROG, ("allocation",), args), PROG)
+    return main_guard(run_allocation, PROG)
 
 
 def run_allocation() -> int:

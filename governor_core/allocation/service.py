@@ -33,10 +33,18 @@ from governor_core.allocation.model import AllocationTick
 from governor_core.allocation.publish import publish_chunks
 from governor_core.hookspecs import Reads
 from governor_core.host import HostService
+from governor_core.keys import PORTFOLIO_KEY
 from governor_core.plugin_reads import NO_READS, PluginReads, ReadRequest
 from governor_core.redis_io import REDIS_OUTAGE_ERRORS, CommandStream, execute_commands
 
 log = logging.getLogger("quantum.allocation")
+
+#: What each portfolio problem of :func:`parse_listing` means, for the log line.
+_PORTFOLIO_PROBLEMS = {
+    "missing": "no such hash, an empty one, or a key of another type",
+    "malformed": "expected equity_usd > 0 and drawdown from 0 to 1, plain decimals",
+    "stale": "timestamp missing, older than STALE_DATA_SEC={stale:g} s or in the future",
+}
 
 #: How many newly unmapped symbols one log line names (the rest are counted).
 UNMAPPED_LOG_NAMES = 20
@@ -89,8 +97,11 @@ class AllocationService(HostService):
         listing = parse_listing(replies, now, config.stale_data_sec, config.cluster_map)
         if listing.portfolio_problem:
             self._record_inputs(parse_values(listing, [], now, config.stale_data_sec))
-            log.warning("portfolio state %s: cycle skipped, nothing written",
-                        listing.portfolio_problem, extra={"data_source": "portfolio"})
+            log.warning("portfolio state %s: %s (%s): cycle skipped, nothing written",
+                        listing.portfolio_problem, PORTFOLIO_KEY,
+                        _PORTFOLIO_PROBLEMS.get(listing.portfolio_problem, "").format(
+                            stale=config.stale_data_sec),
+                        extra={"data_source": "portfolio"})
             return None
 
         # Round trip 2: the host's values, then the plugins' reads. The host judges its
@@ -117,7 +128,8 @@ class AllocationService(HostService):
             self._publish(tick, now, lambda: self._plugin_replies(request, values))
         finally:
             values.abandon()
-        log.info("allocation cycle complete", extra={"count": len(tick.targets),
+        # The exact text of the design's health check (journalctl … | grep).
+        log.info("Allocation cycle complete", extra={"count": len(tick.targets),
                                                      "mode": tick.mode})
         return tick
 

@@ -51,13 +51,47 @@ def judge_gates(symbols: Sequence[str], replies: Sequence[object]) -> GateInputs
     return GateInputs(kill_switch_on(replies[0], replies[1]), caps)
 
 
+#: Kill-switch texts (SPEC 2), compared trimmed and lower-cased.
+KILL_ON = frozenset({"1", "true", "on", "yes"})
+KILL_OFF = frozenset({"", "0", "false", "off", "no"})
+
+
+class _Complaints:
+    """The last unusable kill-switch reading logged: the switch is read every batch, so an
+    error is logged once per distinct problem (and again after a good reading)."""
+
+    last: str | None = None
+
+
 def kill_switch_on(key_type: object, value: object) -> bool:
-    """``"1"`` is on; absent or any other string is off. A key of another type means
-    someone meant to set it and got it wrong: the one gate that fails closed."""
-    if key_type not in ("string", "none"):
-        log.error("kill switch key %s has type %s: treating it as ON", KILL_KEY, key_type)
-        return True
-    return value == "1"
+    """Whether ``quantum:governor:kill`` (its ``TYPE`` and ``GET`` replies) means on.
+
+    ``1``/``true``/``on``/``yes`` (any case, surrounding whitespace ignored) are on;
+    absent, ``0``/``false``/``off``/``no`` and empty are off. Anything else (another text,
+    another Redis type, a refused read) is **on**, with an error log naming what was found
+    and what is accepted: someone meant to set the switch and got it wrong, so this is the
+    one gate that fails closed. The log is written once per distinct problem, not every
+    batch; the ``governor_kill_switch`` gauge shows the state all along.
+    """
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in KILL_ON or text in KILL_OFF:
+            _Complaints.last = None
+            return text in KILL_ON
+        problem = f"has the value {value[:64]!r}"
+    elif value is None and key_type in ("none", "string"):
+        _Complaints.last = None
+        return False  # absent (or deleted between the two reads)
+    elif isinstance(key_type, str) and key_type not in ("string", "none"):
+        problem = f"has type {key_type}"
+    else:
+        problem = f"is unreadable ({value if isinstance(value, Exception) else key_type})"
+    if _Complaints.last != problem:
+        _Complaints.last = problem
+        log.error("kill switch key %s %s: treating it as ON (on: 1/true/on/yes; off: "
+                  "0/false/off/no/empty or no key; redis-cli SET %s 0 turns it off)",
+                  KILL_KEY, problem, KILL_KEY)
+    return True
 
 
 def _text(reply: object, symbol: str) -> str | None:

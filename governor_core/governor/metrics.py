@@ -37,6 +37,10 @@ class GovernorMetrics:
         self.pending = Gauge("governor_plan_stream_pending",
                              "Plans delivered to the group but not yet acknowledged",
                              registry=registry)
+        self.kill_switch = Gauge("governor_kill_switch",
+                                 "1 while quantum:governor:kill is on (every plan DENY "
+                                 "kill_switch), else 0; as read by the last batch",
+                                 registry=registry)
         self.last_batch = Gauge("governor_last_batch_timestamp_seconds",
                                 "Clock time of the last processed batch", registry=registry)
         self.permit_children = {d: self.permits.labels(decision=d) for d in DECISIONS}

@@ -57,6 +57,7 @@ class GovernorService(HostService):
         self._next_claim = 0.0
         self._next_lag = 0.0
         self._in_flight: InFlightBatch | None = None
+        self._cleanup_refused = False
 
     # -- lifecycle (HostService) -----------------------------------------------------------
 
@@ -94,6 +95,7 @@ class GovernorService(HostService):
         if now >= self._next_claim:
             self._next_claim = now + self.config.claim_idle_ms / 2000
             self.flush()
+            self._delete_idle_consumers()
             claimed = self._claim_abandoned()
             if claimed:
                 self.process(claimed)
@@ -126,11 +128,23 @@ class GovernorService(HostService):
         self.metrics.redis_errors.labels(op=op).inc()
 
     def close(self) -> None:
+        """Finish the batch in flight; then, if this consumer holds no pending plan, delete
+        it from the group (a clean stop leaves no dead name behind). A consumer with
+        pending plans is kept: deleting it would drop them from the pending list."""
         try:
             self.flush()
         except (*REDIS_OUTAGE_ERRORS, redis.ResponseError) as exc:
             self._abandon_in_flight()  # its plans stay pending: the next start issues them
             log.error("last batch's replies lost at stop: %s", exc)
+            return
+        try:
+            mine = [c for c in self._consumers() if c.get("name") == self.config.consumer]
+            if mine and not mine[0].get("pending"):
+                self.redis.xgroup_delconsumer(PLAN_STREAM, self.config.group,
+                                              self.config.consumer)
+        except (*REDIS_OUTAGE_ERRORS, redis.ResponseError) as exc:
+            log.warning("consumer %s not deleted from the group at stop: %s",
+                        self.config.consumer, exc)
 
     # -- batches ---------------------------------------------------------------------------
 
@@ -174,7 +188,9 @@ class GovernorService(HostService):
         request = self.plugin_reads.request(symbols, now) if self.plugin_reads else NO_READS
         own = reply_count(symbols)
         replies = execute_commands(self.redis, [*gate_commands(symbols), *request.commands])
-        return judge_gates(symbols, replies[:own]), request.reads(replies[own:])
+        gates = judge_gates(symbols, replies[:own])
+        self.metrics.kill_switch.set(gates.kill_switch)
+        return gates, request.reads(replies[own:])
 
     def _abandon_in_flight(self) -> None:
         batch, self._in_flight = self._in_flight, None
@@ -198,6 +214,30 @@ class GovernorService(HostService):
         if entries:
             log.warning("claimed abandoned plans", extra={"count": len(entries)})
         return entries
+
+    def _consumers(self) -> list[dict]:
+        return self.redis.xinfo_consumers(PLAN_STREAM, self.config.group)
+
+    def _delete_idle_consumers(self) -> None:
+        """Delete the group's other consumers idle for ``GOVERNOR_CONSUMER_IDLE_DELETE_SEC``
+        with nothing pending (stopped or crashed governors; a live one reads every
+        ``GOVERNOR_BLOCK_MS``, and would be re-created by its next read). One with pending
+        plans is left for :meth:`_claim_abandoned`."""
+        idle_ms = self.config.consumer_idle_delete_sec * 1000
+        if not idle_ms:
+            return
+        try:
+            for consumer in self._consumers():
+                name = consumer.get("name")
+                if (name != self.config.consumer and not consumer.get("pending")
+                        and (consumer.get("idle") or 0) >= idle_ms):
+                    self.redis.xgroup_delconsumer(PLAN_STREAM, self.config.group, name)
+                    log.info("deleted idle consumer %s of group %s (nothing pending)", name,
+                             self.config.group)
+        except redis.ResponseError as exc:  # e.g. an ACL without XINFO: housekeeping only
+            if not self._cleanup_refused:
+                log.warning("idle consumers not deleted: %s", exc)
+            self._cleanup_refused = True
 
     def _refresh_lag(self) -> None:
         try:

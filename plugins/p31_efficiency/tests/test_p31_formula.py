@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from p31_efficiency.formula import EfficiencyConfig, downsize_hint, hint_fields
 
 from governor_core.config import ConfigError, EnvReader
-from governor_core.efficiency import REDIS_ERROR, read_efficiency
+from governor_core.efficiency import (
+    LOG_INTERVAL_SEC,
+    REDIS_ERROR,
+    EfficiencyReader,
+    read_efficiency,
+)
 
 NOW = 1_700_000_000.0
 CONFIG = EfficiencyConfig()  # design defaults: 0.65, 0.45, 0.25, 120, 600
@@ -32,6 +39,7 @@ def permit(score: str, conf: str, stale: str, factor: str, action: str, reason: 
 
 
 NO_HINT_MISSING = permit("", "", "0", "1.0000", "NONE", "missing_eff", "0")
+NO_HINT_INVALID = permit("", "", "0", "1.0000", "NONE", "invalid_eff", "0")
 
 
 @pytest.mark.parametrize(("hash_fields", "expected"), [
@@ -66,7 +74,13 @@ def test_downsize_hint_table(hash_fields: dict[str, str], expected: dict[str, st
     # missing_eff
     (None, NO_HINT_MISSING),
     ({}, NO_HINT_MISSING),
-    ({"confidence": "0.9", "ts": str(NOW)}, NO_HINT_MISSING),
+    ({"mode": "enforce"}, NO_HINT_MISSING),  # none of the three fields the rules read
+    # invalid_eff: no score beside the other fields (a producer naming it otherwise)
+    ({"confidence": "0.9", "ts": str(NOW)}, NO_HINT_INVALID),
+    ({"score": "0.2", "confidence": "0.9", "ts": str(NOW), "mode": "enforce"},
+     NO_HINT_INVALID),
+    ({"eff_score": "0.2", "ts": str(NOW)}, NO_HINT_INVALID),
+    ({"confidence": "0.9"}, NO_HINT_INVALID),
     # stale_eff: older than P31_EFF_TTL_SEC; the stale values are still shown
     (eff("0.2", age=601), permit("0.2000", "0.9000", "1", "1.0000", "NONE", "stale_eff", "0")),
     (eff("0.2", age=86_400), permit("0.2000", "0.9000", "1", "1.0000", "NONE", "stale_eff",
@@ -110,7 +124,8 @@ def test_downsize_hint_table(hash_fields: dict[str, str], expected: dict[str, st
     # malformed wins over stale: an old hash with a bad score is invalid, not stale
     (eff("abc", age=10_000), permit("", "0.9000", "0", "1.0000", "NONE", "invalid_eff",
                                     "0")),
-], ids=["none", "empty", "no-score-field", "stale", "very-stale", "low-conf",
+], ids=["none", "empty", "mode-only", "no-score-field", "score-misnamed",
+        "eff-score-misnamed", "conf-only", "stale", "very-stale", "low-conf",
         "conf-just-below", "no-conf", "nan", "NaN", "inf", "-inf", "abc", "empty-score",
         "negative", "above-one", "overflow", "underscore", "conf-nan", "conf-above-one",
         "conf-negative", "conf-text", "no-ts", "ts-text", "ts-inf", "ts-future", "ts-ms",
@@ -173,3 +188,47 @@ def test_bad_plugin_config_names_the_variable(name: str, value: str) -> None:
         EfficiencyConfig.from_env(EnvReader({name: value}))
     assert caught.value.name == name
     assert name in str(caught.value)
+
+
+# -- a hash without its score is visible: invalid_eff and a log line ---------------------
+
+
+def judge_hashes(reader: EfficiencyReader, hashes: dict[str, dict[str, str]],
+                 now: float) -> list[str]:
+    """The reasons of ``reader`` for each symbol's hash, through its commands' replies."""
+    symbols = sorted(hashes)
+    commands = reader.commands(symbols)
+    replies = [[hashes[symbol].get(name) for name in command[2:]]
+               for symbol, command in zip(symbols, commands, strict=True)]
+    return [reading.reason for reading in reader.judge(replies, now)]
+
+
+def test_a_hash_without_a_score_is_logged_with_the_fields_it_has(
+        caplog: pytest.LogCaptureFixture) -> None:
+    reader = EfficiencyReader(min_conf=0.65, stale_sec=600)
+    hashes = {"BTCUSDT": {"score": "0.2", "confidence": "0.9", "ts": str(NOW)},
+              "ETHUSDT": {"efficiency_score": "0.2", "confidence": "0.9", "ts": str(NOW)},
+              "SOLUSDT": {}}
+    with caplog.at_level(logging.WARNING, logger="quantum.efficiency"):
+        assert judge_hashes(reader, hashes, NOW) == ["invalid_eff", "ok", "missing_eff"]
+    [record] = caplog.records
+    message = record.getMessage()
+    assert "quantum:capital:efficiency:BTCUSDT" in message
+    assert "no efficiency_score but has confidence, ts" in message
+    assert record.symbol == "BTCUSDT"
+
+
+def test_the_log_line_comes_once_per_symbol_per_interval(
+        caplog: pytest.LogCaptureFixture) -> None:
+    reader = EfficiencyReader(min_conf=0.65, stale_sec=600)
+    hashes = {"BTCUSDT": {"ts": str(NOW)}, "ETHUSDT": {"confidence": "0.5"}}
+    with caplog.at_level(logging.WARNING, logger="quantum.efficiency"):
+        for step in range(100):  # a governor batch every 10 ms for a second
+            judge_hashes(reader, hashes, NOW + step / 100)
+        assert [r.symbol for r in caplog.records] == ["BTCUSDT", "ETHUSDT"]
+        judge_hashes(reader, hashes, NOW + LOG_INTERVAL_SEC - 1)
+        assert len(caplog.records) == 2
+        judge_hashes(reader, hashes, NOW + LOG_INTERVAL_SEC)
+        assert len(caplog.records) == 4
+    assert "has ts:" in caplog.records[0].getMessage()
+    assert "has confidence:" in caplog.records[1].getMessage()
