@@ -22,8 +22,13 @@ PROG = "quantum-governor"
 HOSTS = ("governor", "allocation")
 
 
+def plain(doc: str | None) -> str:
+    """A docstring as ``--help`` shows it: without reST's literal markup."""
+    return (doc or "").replace("``", "")
+
+
 def governor_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    parser = argparse.ArgumentParser(prog=PROG, description=plain(__doc__))
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="consume plans and issue permits until SIGTERM/SIGINT")

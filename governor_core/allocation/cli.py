@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from governor_core import __version__
 from governor_core.allocation import ops
 from governor_core.allocation.config import AllocationConfig
-from governor_core.cli import add_check_config_parser, run_check_config
+from governor_core.cli import add_check_config_parser, plain, run_check_config
 from governor_core.runtime import main_guard, run_service
 
 PROG = "quantum-allocation"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    parser = argparse.ArgumentParser(prog=PROG, description=plain(__doc__))
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="compute targets every P29_INTERVAL_SEC until "
