@@ -15,7 +15,10 @@
    each plan, the permit stream entry's server time minus the plan's send time (both
    clocks are this machine's; the stream id has millisecond resolution).
 3. ``--soak N``: RSS of the real governor process sampled while it issues N permits, and
-   Redis memory before and after (permit TTLs and capped streams keep it bounded).
+   Redis memory before and after (permit TTLs and capped streams keep it bounded); run
+   twice, with static efficiency hashes and with every symbol's efficiency ``ts``
+   rewritten each second (the workload that once grew the governor 35 → 82 MiB). Use
+   ``--symbols 1000`` for the many-symbol case.
 
 Run: ``.venv/bin/python bench/bench_governor.py [--plans 5000] [--rounds 41] [--rate 2000]
 [--symbols 50] [--floor 0]``
@@ -27,6 +30,7 @@ import argparse
 import os
 import statistics
 import subprocess
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -223,9 +227,28 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def rewrite_ts(server: RedisServer, stop: threading.Event) -> None:
+    """Every symbol's efficiency ``ts`` rewritten each second, as live producers do."""
+    client = server.client()
+    while not stop.wait(1.0):
+        pipe = client.pipeline(transaction=False)
+        for symbol in SYMBOLS:
+            pipe.hset(f"quantum:capital:efficiency:{symbol}", "ts", f"{time.time():.3f}")
+        pipe.execute()
+
+
 def soak(server: RedisServer, total: int) -> None:
+    for churn in (False, True):
+        soak_once(server, total, churn)
+
+
+def soak_once(server: RedisServer, total: int, churn: bool) -> None:
     client = server.client()
     seed(client, time.time())
+    stop = threading.Event()
+    rewriter = threading.Thread(target=rewrite_ts, args=(server, stop), daemon=True)
+    if churn:
+        rewriter.start()
     governor = start_governor(server, {"GOVERNOR_STREAM_MAXLEN": "100000",
                                        "GOVERNOR_PERMIT_TTL_SEC": "5"})
     used_before = client.info("memory")["used_memory"]
@@ -240,9 +263,15 @@ def soak(server: RedisServer, total: int) -> None:
             client.xtrim(PLAN_STREAM, maxlen=0)  # the producer's job; keeps the input bounded
         used_after = client.info("memory")["used_memory"]
     finally:
+        stop.set()
+        if churn:
+            rewriter.join()
         governor.terminate()
         governor.wait(timeout=10)
-    print(f"\nSoak: {total:,} plans through the real governor")
+    workload = ("every efficiency ts rewritten each second" if churn
+                else "static efficiency hashes")
+    print(f"\nSoak: {total:,} plans through the real governor over {len(SYMBOLS):,} symbols, "
+          f"{workload}")
     print("  governor RSS (MiB) after each 100k: "
           + " ".join(f"{kib / 1024:.0f}" for _, kib in samples))
     print(f"  Redis used_memory: {used_before / 2**20:.1f} MiB before, "

@@ -326,3 +326,20 @@ def test_a_setting_of_a_type_with_no_reader_is_refused() -> None:
 
     with pytest.raises(TypeError, match="ODD_FLAG"):
         read_settings(Odd, EnvReader({}))
+
+
+@pytest.mark.parametrize("value", ["１０", "١٢", "1e3", "1_0", "nan", "inf", "0x10", "1.5.2"])
+def test_numeric_settings_take_plain_ascii_decimals_only(value: str) -> None:
+    """Env values follow the rule of every Redis value (issue 14, item 2): a full-width
+    ``１０`` is no 10, and ``float()``'s other spellings are refused, naming the variable."""
+    reader = EnvReader({"X_SEC": value})
+    with pytest.raises(ConfigError, match="X_SEC"):
+        reader.float("X_SEC", 1.0)
+    with pytest.raises(ConfigError, match="X_SEC"):
+        reader.int("X_SEC", 1)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("10", 10.0), ("+2.5", 2.5), (".5", 0.5),
+                                                 ("-1", -1.0), ("5.", 5.0)])
+def test_plain_decimal_settings_read(value: str, expected: float) -> None:
+    assert EnvReader({"X_SEC": value}).float("X_SEC", 0.0) == expected

@@ -1,11 +1,12 @@
 """``quantum-allocation clear-targets``: delete the live allocation targets at once.
 
-After a rollback to ``P29_MODE=shadow`` the live targets (``quantum:allocation:target:
-{symbol}``) keep capping the governor's plans until their TTL (``TARGET_TTL_SEC``, 300 s)
-runs out. This command deletes them now, through the project's own client and so with
-``REDIS_URL``'s credentials and TLS (a ``redis-cli --scan | xargs redis-cli DEL`` pipe
-ignores both). It stands in until SPEC section 8's ``quantum-allocation rollback``, which
-will also switch the mode and write the ops ledger; it writes no ledger entry itself.
+Live targets (``quantum:allocation:target:{symbol}``) left by an enforce run keep capping
+the governor's plans until their TTL (``TARGET_TTL_SEC``, 300 s) runs out. This command
+deletes them now, through the project's own client and so with ``REDIS_URL``'s credentials
+and TLS (a ``redis-cli --scan | xargs redis-cli DEL`` pipe ignores both). It changes no mode
+and writes no ops-ledger entry; ``quantum-allocation rollback``
+(:mod:`governor_core.allocation.promotion`) switches the mode to shadow, calls
+:func:`clear_live_targets` and records both.
 
 What a caller may rely on: only keys under ``quantum:allocation:target:`` are deleted, never
 the shadow proposals under ``quantum:allocation:target:proposed:``; keys are found with
@@ -46,11 +47,12 @@ def clear_live_targets(client: redis.Redis, *, batch: int = BATCH) -> int:
     ``batch`` at a time as the scan finds them; a key that expires meanwhile is not counted.
     """
     deleted = 0
-    pending: list[str] = []
+    pending: list[bytes] = []
     for key in client.scan_iter(match=TARGET_PREFIX + "*", count=batch):
         if key.startswith(PROPOSAL_PREFIX):
             continue
-        pending.append(key)
+        # A name with undecodable bytes came in as surrogates: UNLINK gets its bytes back.
+        pending.append(key.encode("utf-8", "surrogateescape"))
         if len(pending) >= batch:
             deleted += client.unlink(*pending)
             pending = []
@@ -66,8 +68,10 @@ def add_parser(commands: Any) -> None:
         "clear-targets", help="delete the live allocation targets now (after a rollback)",
         description="Delete every quantum:allocation:target:{symbol} key (never the "
                     "shadow proposals under quantum:allocation:target:proposed:), with "
-                    "REDIS_URL's credentials. Switch the service to P29_MODE=shadow first: "
-                    "in enforce mode it writes them again at its next cycle.")
+                    "REDIS_URL's credentials. No mode change, no ledger entry: "
+                    "`quantum-allocation rollback` switches to shadow, deletes them and "
+                    "records it. In enforce mode the service writes them again at its next "
+                    "cycle.")
     clear.add_argument("--dry-run", action="store_true",
                        help="only count and list the keys that would be deleted")
     clear.add_argument("--redis-url", default=None,

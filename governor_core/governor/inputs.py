@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from governor_core.governor.gates import Cap, choose_cap
 from governor_core.keys import BUDGET_PREFIX, KILL_KEY, TARGET_PREFIX
+from governor_core.logs import RepeatLimiter
+from governor_core.parsing import shown, trim
 from governor_core.redis_io import Command
 
 log = logging.getLogger("quantum.governor")
@@ -70,15 +72,18 @@ def kill_switch_on(key_type: object, value: object) -> bool:
     absent, ``0``/``false``/``off``/``no`` and empty are off. Anything else (another text,
     another Redis type, a refused read) is **on**, with an error log naming what was found
     and what is accepted: someone meant to set the switch and got it wrong, so this is the
-    one gate that fails closed. The log is written once per distinct problem, not every
-    batch; the ``governor_kill_switch`` gauge shows the state all along.
+    one gate that fails closed. A value with bytes that are not UTF-8 is such a value (it
+    is logged as the bytes it holds, ``b'1\\xff'``); "surrounding whitespace" is ASCII
+    whitespace (:func:`~governor_core.parsing.trim`). The log is written once per
+    distinct problem, not every batch; the ``governor_kill_switch`` gauge shows the state
+    all along.
     """
     if isinstance(value, str):
-        text = value.strip().lower()
+        text = trim(value).lower()
         if text in KILL_ON or text in KILL_OFF:
             _Complaints.last = None
             return text in KILL_ON
-        problem = f"has the value {value[:64]!r}"
+        problem = f"has the value {shown(value)}"
     elif value is None and key_type in ("none", "string"):
         _Complaints.last = None
         return False  # absent (or deleted between the two reads)
@@ -94,8 +99,16 @@ def kill_switch_on(key_type: object, value: object) -> bool:
     return True
 
 
+#: An unreadable cap key (e.g. a wrong type) is read every batch: one line per key and minute.
+_UNREADABLE = RepeatLimiter(log, 60.0)
+
+
 def _text(reply: object, symbol: str) -> str | None:
+    """A cap's text as the number rule reads it: trimmed of ASCII whitespace, as the
+    allocation service reads the same budget keys (:func:`~governor_core.parsing.trim`),
+    so both services see one budget."""
     if isinstance(reply, Exception):
-        log.warning("cap key unreadable, ignoring it: %s", reply, extra={"symbol": symbol})
+        _UNREADABLE.log(logging.WARNING, "cap key of %s unreadable, ignoring it: %s", symbol,
+                        reply, symbol=symbol)
         return None
-    return reply if isinstance(reply, str) else None
+    return trim(reply)

@@ -232,3 +232,23 @@ def test_the_log_line_comes_once_per_symbol_per_interval(
         assert len(caplog.records) == 4
     assert "has ts:" in caplog.records[0].getMessage()
     assert "has confidence:" in caplog.records[1].getMessage()
+
+
+@pytest.mark.parametrize(("score", "confidence", "action", "reason", "recorded"), [
+    # judged at the 4 decimals the permit records: 0.44996 is 0.4500, not below 0.45
+    ("0.44996", "0.9", "NONE", "ok", "0.4500"),
+    ("0.44994", "0.9", "DOWNSIZE", "ok", "0.4499"),
+    # a confidence of 0.64996 is recorded as 0.6500 and passes P31_MIN_CONF=0.65
+    ("0.2", "0.64996", "DOWNSIZE", "ok", "0.2000"),
+    ("0.2", "0.64994", "NONE", "low_conf", "0.2000"),
+])
+def test_the_decision_follows_the_recorded_precision(score: str, confidence: str, action: str,
+                                                     reason: str, recorded: str) -> None:
+    """What a permit records is what was decided on (issue 15: what-if replays it exactly)."""
+    config = CONFIG
+    reading = read_efficiency({"efficiency_score": score, "confidence": confidence,
+                               "ts": "1000"}, 1000.0, min_conf=config.min_conf,
+                              stale_sec=config.eff_ttl_sec)
+    fields = hint_fields(reading, downsize_hint(reading, config))
+    assert (fields["eff_action"], fields["eff_reason"], fields["eff_score"]) == (
+        action, reason, recorded)
