@@ -59,9 +59,12 @@ LOOSENED = {
     "GovernorPermitsStalled": ("== 0)", ">= 0)"),
     "GovernorKillSwitchOn": ("== 1", ">= 0"),
     "QuantumRedisErrors": ("[5m]", "[15m]"),
+    "GovernorWritesRefused": ("[2m]", "[15m]"),
+    "GovernorStalePlans": ("[5m])) > 0", "[5m])) >= 0"),
     "P29StaleFallbacksHigh": ("* 60 > 10", "* 60 > 4"),
     "P29LoopSlow": ("> 2", "> 0.2"),
     "P29NoTargetsComputed": ("[5m])) > 0)", "[5m])) > 1000)"),
+    "P29ModeKeyInvalid": ("== 1", ">= 0"),
 }
 
 

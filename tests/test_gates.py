@@ -12,6 +12,8 @@ from governor_core.governor.gates import (
     choose_cap,
     core_permit,
     decide,
+    is_stale,
+    plan_time,
     refused_fields,
 )
 from governor_core.plans import Plan
@@ -52,6 +54,52 @@ def test_decide(notional: float, kill: bool, cap: Cap, decision: str, reason: st
     gate = decide(notional, kill, cap)
     assert (gate.decision, gate.reason, gate.allowed_notional_usd, gate.cap) == (
         decision, reason, allowed, cap)
+
+
+@pytest.mark.parametrize(("notional", "kill", "stale", "cap", "decision", "reason", "allowed"), [
+    # gate 1a: a stale plan is denied whatever its cap...
+    (100.0, False, True, NO_CAP, "DENY", "stale_plan", 0.0),
+    (100.0, False, True, Cap(500.0, "allocation"), "DENY", "stale_plan", 0.0),
+    (2000.0, False, True, Cap(1000.0, "budget"), "DENY", "stale_plan", 0.0),
+    # ... the kill switch (gate 1) has precedence...
+    (100.0, True, True, Cap(500.0, "allocation"), "DENY", "kill_switch", 0.0),
+    (100.0, True, True, NO_CAP, "DENY", "kill_switch", 0.0),
+    # ... and a fresh plan goes on to the cap
+    (100.0, False, False, NO_CAP, "ALLOW", "no_cap", 100.0),
+    (2000.0, False, False, Cap(1000.0, "budget"), "CLAMP", "above_cap", 1000.0),
+])
+def test_decide_with_the_plan_age_gate(notional: float, kill: bool, stale: bool, cap: Cap,
+                                       decision: str, reason: str, allowed: float) -> None:
+    gate = decide(notional, kill, cap, stale=stale)
+    assert (gate.decision, gate.reason, gate.allowed_notional_usd, gate.cap) == (
+        decision, reason, allowed, cap)
+
+
+NOW = 1_700_000_000.0
+
+
+@pytest.mark.parametrize(("entry_id", "ts", "max_age", "made", "stale"), [
+    # from the plan's ts
+    ("1-0", NOW - 29.9, 30, NOW - 29.9, False),
+    ("1-0", NOW - 30.0, 30, NOW - 30.0, False),  # exactly the limit: not older than it
+    ("1-0", NOW - 30.001, 30, NOW - 30.001, True),
+    ("1-0", NOW - 3600, 30, NOW - 3600, True),
+    ("1-0", NOW + 5, 30, NOW + 5, False),  # stamped in the future: age < 0
+    # without ts, from the stream entry id's milliseconds (the entry id says 1970 above,
+    # but a plan's own ts wins)
+    (f"{int((NOW - 10) * 1000)}-0", None, 30, NOW - 10, False),
+    (f"{int((NOW - 31) * 1000)}-7", None, 30, NOW - 31, True),
+    (f"{int((NOW - 30.5) * 1000)}-0", None, 30, NOW - 30.5, True),
+    (f"{int((NOW + 60) * 1000)}-0", None, 30, NOW + 60, False),
+    # 0 turns the gate off
+    ("1-0", NOW - 10**6, 0, NOW - 10**6, False),
+    ("1-0", None, 0, 0.001, False),
+])
+def test_plan_age_gate(entry_id: str, ts: float | None, max_age: int, made: float,
+                       stale: bool) -> None:
+    plan = Plan(entry_id, "p-1", "BTCUSDT", "BUY", 100.0, ts)
+    assert plan_time(plan) == pytest.approx(made)
+    assert is_stale(plan, NOW, max_age) is stale
 
 
 @pytest.mark.parametrize(("value", "text"), [

@@ -93,14 +93,14 @@ def test_every_permit_field_and_its_value(real_redis: redis.Redis) -> None:
         "eff_score": "0.2000", "eff_confidence": "0.9000", "eff_stale": "0",
         "eff_factor": "0.4444", "eff_action": "DOWNSIZE", "eff_reason": "ok",
         "downsize_factor": "0.4444", "extra_cooldown_sec": "96",
+        "config_id": gov.service.config_snapshot.config_id,
     }
     assert permit == expected
     assert 55 <= real_redis.ttl("quantum:permit:perm-1") <= 60
-    # one stream entry per permit, carrying the core fields in the same order
+    # one stream entry per permit, carrying every field of the permit in the same order
     entries = real_redis.xrange(ISSUED)
     assert len(entries) == 1
-    assert list(entries[0][1].items())[:len(CORE_FIELDS)] == [
-        (name, expected[name]) for name in CORE_FIELDS]
+    assert list(entries[0][1].items()) == list(expected.items())
     # acknowledged
     assert pending(real_redis) == 0
     assert real_redis.xpending_range(PLANS, "governor", "-", "+", 10) == []
@@ -110,17 +110,17 @@ def test_every_permit_field_and_its_value(real_redis: redis.Redis) -> None:
     assert gov.metric("p32_eff_factor", {"symbol": "BTCUSDT"}) == pytest.approx(0.2 / 0.45)
 
 
-def test_permit_stream_entry_carries_the_core_fields(real_redis: redis.Redis) -> None:
-    """The stream entry is the durable record of the decision: the core fields, in order.
-    Plugin fields stay on the permit hash (see the service's module docstring)."""
+def test_permit_stream_entry_carries_the_whole_permit(real_redis: redis.Redis) -> None:
+    """The stream entry is the durable record of the decision (SPEC 8): the core fields,
+    every plugin field and config_id, as on the permit hash, in order."""
     efficiency(real_redis, "BTCUSDT", "0.2")
     plan(real_redis, "stream-1")
     Governor(real_redis).drain()
     entry = real_redis.xrange(ISSUED)[0][1]
     permit = real_redis.hgetall("quantum:permit:stream-1")
-    assert list(entry) == list(CORE_FIELDS)
-    assert entry == {name: permit[name] for name in CORE_FIELDS}
-    assert permit["eff_action"] == "DOWNSIZE"
+    assert list(entry) == [*CORE_FIELDS, *EFF_FIELDS, "config_id"]
+    assert list(entry.items()) == list(permit.items())
+    assert entry["eff_action"] == "DOWNSIZE"
 
 
 def test_permit_ttl_is_configurable(real_redis: redis.Redis) -> None:
@@ -276,15 +276,17 @@ def test_a_failed_permit_write_leaves_the_plan_pending(real_redis: redis.Redis) 
     assert real_redis.xlen(DEAD) == 0
 
 
-def test_unwritable_permit_stream_is_dead_lettered_after_retries(
+def test_unwritable_permit_stream_never_dead_letters_a_valid_plan(
         real_redis: redis.Redis) -> None:
+    """A wrong-typed permit stream is no fault of the plan (issue 14, item 4): however
+    often its write is refused, the plan stays pending and is never dead-lettered."""
     real_redis.set(ISSUED, "not a stream")
     plan(real_redis, "wf-2")
     gov = Governor(real_redis)
     for _ in range(MAX_WRITE_ATTEMPTS + 2):
         gov.service.step()
-    letters = real_redis.xrange(DEAD)
-    assert [fields["error_code"] for _, fields in letters] == ["write_failed"]
+    assert real_redis.xrange(DEAD) == []
+    assert pending(real_redis) == 1
     assert gov.metric("governor_duplicate_plans_total") == 0
 
 
@@ -397,8 +399,11 @@ def test_disabled_p31_leaves_core_fields_identical(real_redis: redis.Redis) -> N
     without = real_redis.hgetall("quantum:permit:without-1")
     assert not set(EFF_FIELDS) & set(without)
     assert set(EFF_FIELDS) <= set(with_p31)
-    core_with = {k: v for k, v in with_p31.items() if k not in EFF_FIELDS and k != "plan_id"}
-    assert core_with == {k: v for k, v in without.items() if k != "plan_id"}
+    # The same core fields; config_id names another configuration (no p31_efficiency).
+    skip = {"plan_id", "config_id"}
+    core_with = {k: v for k, v in with_p31.items() if k not in EFF_FIELDS and k not in skip}
+    assert core_with == {k: v for k, v in without.items() if k not in skip}
+    assert with_p31["config_id"] != without["config_id"]
     names = {metric.name for metric in gov.registry.collect()}
     assert not any(name.startswith("p32_") for name in names)
 

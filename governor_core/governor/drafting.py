@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from governor_core.governor.extensions import NO_FIELDS, BatchExtensions, PluginFields
-from governor_core.governor.gates import NO_CAP, core_permit, decide
+from governor_core.governor.gates import NO_CAP, core_permit, decide, is_stale
 from governor_core.governor.inputs import GateInputs
 from governor_core.plans import Plan, PlanRejection, parse_plan
 
@@ -63,12 +63,14 @@ def sort_entries(entries: Sequence[Entry]) -> SortedEntries:
 
 def draft_permits(plans: Sequence[Plan], gates: GateInputs,
                   extensions: BatchExtensions | None, *, cooldown_sec: int, ttl_sec: int,
-                  now: float) -> list[PermitDraft]:
-    """Each plan's gate decision, core permit and plugin fields, in order."""
+                  now: float, max_age_sec: float = 0.0) -> list[PermitDraft]:
+    """Each plan's gate decision, core permit and plugin fields, in order. A plan older
+    than ``max_age_sec`` (0: no limit) is denied as ``stale_plan``."""
     drafts = []
     kill, caps = gates.kill_switch, gates.caps
     for plan in plans:
-        gate = decide(plan.notional_usd, kill, caps.get(plan.symbol, NO_CAP))
+        stale = max_age_sec > 0 and is_stale(plan, now, max_age_sec)
+        gate = decide(plan.notional_usd, kill, caps.get(plan.symbol, NO_CAP), stale=stale)
         permit = core_permit(plan, gate, cooldown_sec=cooldown_sec, ttl_sec=ttl_sec, now=now)
         extra = extensions.extend(plan, permit) if extensions else NO_FIELDS
         drafts.append(PermitDraft(plan, permit, extra))

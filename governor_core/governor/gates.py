@@ -1,8 +1,11 @@
 """The governor's gates and the core permit: pure functions of plain values (SPEC 3.2).
 
-Decisions:
+Decisions, in this order:
 
 * kill switch on → ``DENY`` / ``kill_switch`` (``allowed_notional_usd`` 0);
+* plan older than ``GOVERNOR_MAX_PLAN_AGE_SEC`` (gate 1a, :func:`is_stale`) → ``DENY`` /
+  ``stale_plan`` (``allowed_notional_usd`` 0): a backlog after an outage, a crash or a
+  stopped governor never becomes a burst of permits at stale prices;
 * no cap known → ``ALLOW`` / ``no_cap`` (fail-open: the cap gate never blocks on missing data);
 * ``notional_usd <= cap`` → ``ALLOW`` / ``within_cap``;
 * above the cap → ``CLAMP`` / ``above_cap`` with ``allowed_notional_usd = cap``.
@@ -26,6 +29,9 @@ CORE_FIELDS = ("plan_id", "symbol", "side", "notional_usd", "decision", "reason"
                "expires_ts")
 CORE_FIELD_SET = frozenset(CORE_FIELDS)
 DECISIONS = ("ALLOW", "CLAMP", "DENY")
+#: Every reason a permit can have, and its decision.
+REASON_DECISIONS = {"kill_switch": "DENY", "stale_plan": "DENY", "no_cap": "ALLOW",
+                    "within_cap": "ALLOW", "above_cap": "CLAMP"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +61,29 @@ def choose_cap(target_usd: str | None, budget_usd: str | None) -> Cap:
     return NO_CAP
 
 
-def decide(notional_usd: float, kill_switch: bool, cap: Cap) -> GateDecision:
+def plan_time(plan: Plan) -> float:
+    """When the plan was made: its ``ts``, else its stream entry id's millisecond time (the
+    time Redis appended it)."""
+    if plan.ts is not None:
+        return plan.ts
+    millis, _dash, _seq = plan.entry_id.partition("-")
+    return int(millis) / 1000 if millis.isascii() and millis.isdigit() else 0.0
+
+
+def is_stale(plan: Plan, now: float, max_age_sec: float) -> bool:
+    """Gate 1a: whether the plan is older than ``max_age_sec`` at ``now`` (0: the gate is
+    off). A plan stamped in the future (clock skew) is not stale: its age is negative."""
+    return max_age_sec > 0 and now - plan_time(plan) > max_age_sec
+
+
+def decide(notional_usd: float, kill_switch: bool, cap: Cap, *,
+           stale: bool = False) -> GateDecision:
+    """The gates of SPEC 3.2 in order: the kill switch (it takes precedence), then a stale
+    plan, then the cap."""
     if kill_switch:
         return GateDecision("DENY", "kill_switch", 0.0, cap)
+    if stale:
+        return GateDecision("DENY", "stale_plan", 0.0, cap)
     if cap.usd is None:
         return GateDecision("ALLOW", "no_cap", notional_usd, cap)
     if notional_usd <= cap.usd:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from governor_core.governor.gates import DECISIONS
+from governor_core.governor.faults import Fault
+from governor_core.governor.gates import DECISIONS, REASON_DECISIONS
 from governor_core.plans import REJECTION_CODES
 
 #: Dead-letter reasons besides the plan rejections of :data:`REJECTION_CODES`.
@@ -43,6 +46,28 @@ class GovernorMetrics:
                                  registry=registry)
         self.last_batch = Gauge("governor_last_batch_timestamp_seconds",
                                 "Clock time of the last processed batch", registry=registry)
+        self.reasons = Counter("governor_permit_reasons_total",
+                               "Permits written, by reason (stale_plan: DENY for a plan older "
+                               "than GOVERNOR_MAX_PLAN_AGE_SEC)", ["reason"], registry=registry)
+        self.write_refusals = Counter(
+            "governor_write_refusals_total",
+            "Writes Redis refused, by write (permit, dead_letter) and fault (outage: Redis "
+            "cannot write, plan_key: the plan's own permit key, other); the plan is kept "
+            "pending and retried", ["write", "fault"], registry=registry)
         self.permit_children = {d: self.permits.labels(decision=d) for d in DECISIONS}
+        self.reason_children = {r: self.reasons.labels(reason=r) for r in REASON_DECISIONS}
+        self._refusals = {(write, fault.value): self.write_refusals.labels(write=write,
+                                                                          fault=fault.value)
+                          for write in ("permit", "dead_letter") for fault in Fault}
         for code in (*REJECTION_CODES, WRITE_FAILED):
             self.dead.labels(reason=code)
+
+    def count_permits(self, reasons: Mapping[str, int]) -> None:
+        """Count a batch's written permits, by reason and by its decision."""
+        for reason, count in reasons.items():
+            self.reason_children[reason].inc(count)
+            self.permit_children[REASON_DECISIONS[reason]].inc(count)
+
+    def refusal(self, *, write: str, fault: str) -> Counter:
+        """The refusal counter's child for a ``write`` and a ``fault``."""
+        return self._refusals[(write, fault)]

@@ -12,8 +12,14 @@
       ARGV[4..] the dead letter's fields: name, value, name, value, ...
 
     Output:
-      1; or the error of the XADD (e.g. WRONGTYPE), and then the plan is not acknowledged
+      1; or, when Redis refuses the XADD, an error reply with Redis's own message (its
+      code first: OOM, WRONGTYPE, READONLY...) followed by " (<dead-letter stream> is a
+      <type>)", and then the plan is not acknowledged (it stays pending, to be retried)
 ]]
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+if type(added) == 'table' and added.err then
+  local kind = redis.call('TYPE', KEYS[1]).ok
+  return redis.error_reply(added.err .. ' (' .. KEYS[1] .. ' is a ' .. kind .. ')')
+end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 return 1
