@@ -17,12 +17,14 @@ import redis
 
 from governor_core.config import RedisSettings, redact_text
 from governor_core.keys import (
+    ALLOCATION_ERROR_STREAM,
     BUDGET_PREFIX,
     CLUSTER_MAP_KEY,
     DEAD_STREAM,
     DECISION_STREAM,
     EFFICIENCY_PREFIX,
     KILL_KEY,
+    MODE_KEY,
     PERMIT_PREFIX,
     PERMIT_STREAM,
     PLAN_STREAM,
@@ -30,6 +32,7 @@ from governor_core.keys import (
     PROPOSAL_PREFIX,
     PROPOSAL_STREAM,
     REGIME_STREAM,
+    SNAPSHOT_PREFIX,
     STRESS_PREFIX,
     TARGET_PREFIX,
 )
@@ -45,6 +48,9 @@ SYMBOL = "BTCUSDT"
 _PERMIT = PERMIT_PREFIX + "check-config"
 _XADD = ("MAXLEN", "~", "100", "*", "field", "value")
 _SCRIPT_LOAD = ("SCRIPT", "LOAD", "return 1")
+#: The configuration snapshot each host writes at start (governor_core/snapshot.py).
+_SNAPSHOT = (("MULTI",), ("HSETNX", SNAPSHOT_PREFIX + "check-config", "field", "value"),
+             ("EXEC",))
 
 #: host → sender (``"core"`` or a plugin's name) → the commands it sends.
 COMMANDS: Mapping[str, Mapping[str, Sequence[Command]]] = {
@@ -56,6 +62,10 @@ COMMANDS: Mapping[str, Mapping[str, Sequence[Command]]] = {
              PLAN_STREAM, ">"),
             ("XAUTOCLAIM", PLAN_STREAM, "governor", "check", "60000", "0-0", "COUNT", "1"),
             ("XINFO", "GROUPS", PLAN_STREAM),
+            # consumer housekeeping (GOVERNOR_CONSUMER_IDLE_DELETE_SEC)
+            ("XINFO", "CONSUMERS", PLAN_STREAM, "governor"),
+            ("XGROUP", "DELCONSUMER", PLAN_STREAM, "governor", "check"),
+            *_SNAPSHOT,
             ("TYPE", KILL_KEY), ("GET", KILL_KEY),
             ("HGET", TARGET_PREFIX + SYMBOL, "target_usd"),
             ("HGET", BUDGET_PREFIX + SYMBOL, "budget_usd"),
@@ -85,6 +95,11 @@ COMMANDS: Mapping[str, Mapping[str, Sequence[Command]]] = {
             ("HSET", TARGET_PREFIX + SYMBOL, "field", "value"),
             ("EXPIRE", TARGET_PREFIX + SYMBOL, "300"),
             ("XADD", DECISION_STREAM, *_XADD),
+            ("GET", MODE_KEY),
+            # a shadow cycle after an enforce one, and the errors the service records
+            ("UNLINK", TARGET_PREFIX + SYMBOL),
+            ("XADD", ALLOCATION_ERROR_STREAM, *_XADD),
+            *_SNAPSHOT,
         ),
         "p29_shadow": (
             ("HMGET", EFFICIENCY_PREFIX + SYMBOL, "efficiency_score"),
@@ -126,6 +141,10 @@ def check_redis(settings: RedisSettings, active: Mapping[str, Sequence[str]],
     user = _whoami(client)
     report.ok(f"{where}: reachable, authenticated"
               + (f" as user {user!r}" if user else ""))
+    if settings.sentinels:  # the pool of redis.sentinel's master_for: whom they named
+        host, port = client.connection_pool.get_master_address()
+        report.ok(f"redis sentinel: the primary of {settings.sentinel_master!r} is "
+                  f"{host}:{port} (as named by {len(settings.sentinels)} sentinel(s))")
     report.ok(f"redis server: {server_version(client)}")
     method, check = acl_checker(client, user)
     for host, plugins in active.items():
@@ -175,6 +194,10 @@ def _dryrun(client: redis.Redis, user: str, command: Command) -> str:
 
 
 def _probe(client: redis.Redis, command: Command) -> str:
+    if command[0] in ("MULTI", "EXEC"):
+        # Not queueable: the probe's own MULTI shows MULTI is allowed; EXEC cannot be
+        # checked without running a transaction (ACL DRYRUN, Redis 7+, checks it).
+        return ""
     connection = client.connection_pool.get_connection()
     try:
         connection.send_command("MULTI")

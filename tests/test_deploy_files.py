@@ -55,7 +55,7 @@ def _service_of(path: Path, enclosing_class: str | None) -> tuple[str, ...]:
         return ("governor",)
     if rel.startswith("plugins/p29_shadow/") or rel.startswith("governor_core/allocation/"):
         return ("allocation",)
-    if rel.startswith("governor_core/demo"):
+    if rel.startswith(("governor_core/demo", "governor_core/testing")):
         return ()
     if enclosing_class and "Governor" in enclosing_class:
         return ("governor",)

@@ -1,4 +1,4 @@
-"""``quantum-governor proof step1|step2|p29|all``: the design's proofs, against a real Redis.
+"""``quantum-governor proof step1|step2|p29|trust|all``: the design's proofs, on a real Redis.
 
 Each proof runs the real services (``quantum-governor run``, ``quantum-allocation run``,
 found next to the running interpreter, else on ``PATH``) on its own ``redis-server``
@@ -17,6 +17,12 @@ Callers may rely on, for a given ``--redis-url``:
   ``PROOF…``) and plan ids (``proof-…``), the shared inputs above, and entries of its own
   symbols in shared streams; the governor runs in a consumer group of its own, never the
   real ``governor`` group;
+* the ``trust`` proof (:mod:`.trust`: explain after expiry, promote, rollback, kill on/off
+  and their ledger entries) turns the kill switch on and writes the allocation mode key and
+  the ops ledger, which are no proof's own: every governor and allocation service of the
+  database obeys them. It therefore runs on a given database only when that database holds
+  no key at all; ``--force`` does not lift this (so ``all --force`` on a database in use is
+  refused: run the other proofs by name). It checks again just before its first write;
 * afterwards it deletes exactly what it and its services wrote (:mod:`.footprint`), even when
   a case fails or it is interrupted (Ctrl-C, SIGTERM: exit 130); it never runs ``FLUSHDB``
   or ``FLUSHALL``.
@@ -44,16 +50,16 @@ from typing import Any, TextIO
 
 import redis
 
-from governor_core.config import redact_url
+from governor_core.config import ConfigError, RedisSettings, redact_url
 from governor_core.logs import redact
-from governor_core.proofs import p29, step1, step2
+from governor_core.proofs import p29, step1, step2, trust
 from governor_core.proofs.footprint import Footprint
 from governor_core.proofs.support import Proof, ProofRun
 from governor_core.testing import start_redis
 
-PROOFS: tuple[str, ...] = ("step1", "step2", "p29")
+PROOFS: tuple[str, ...] = ("step1", "step2", "p29", "trust")
 REGISTRY: dict[str, Proof] = {proof.name: proof for proof in (step1.PROOF, step2.PROOF,
-                                                                p29.PROOF)}
+                                                                p29.PROOF, trust.PROOF)}
 PROG = "quantum-governor proof"
 EXIT_REFUSED = 2
 EXIT_INTERRUPTED = 130
@@ -141,6 +147,10 @@ def _on_own_servers(proofs: list[Proof], out: TextIO) -> int:
 def _on_database(proofs: list[Proof], url: str, force: bool, out: TextIO) -> int:
     safe = redact_url(url)
     try:
+        RedisSettings.from_url(url, name="--redis-url")
+    except ConfigError as exc:
+        raise ProofRefused(f"{PROG}: {exc}") from None
+    try:
         client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5,
                                       socket_timeout=30)
         claim_database(client, safe, proofs, force)
@@ -167,6 +177,12 @@ def claim_database(client: redis.Redis, safe_url: str, proofs: list[Proof],
             "there: use an empty database, or pass --force to run beside them (the proof "
             "then deletes only what it wrote)")
     for proof in proofs:
+        if proof.empty_database_only:
+            raise ProofRefused(
+                f"{PROG}: the {proof.name} proof turns the kill switch on and writes the "
+                f"allocation mode key and the ops ledger, which every service of {safe_url} "
+                f"obeys: it runs only on an empty database or on its own redis-server (no "
+                "--redis-url), even with --force")
         found = [key for key in proof.absent_keys if client.exists(key)]
         found += [key for pattern in proof.absent_patterns
                   for key in [next(client.scan_iter(match=pattern, count=1000), None)] if key]
@@ -185,6 +201,7 @@ def _run_proof(proof: Proof, client: redis.Redis, url: str, out: TextIO) -> int:
                        footprint=Footprint())
         print(proof.title, file=out, flush=True)
         try:
+            run.footprint.watch_snapshots(client)  # its services write theirs at start
             proof.prove(run)
         except redis.RedisError as exc:
             run.case("redis", False, f"{type(exc).__name__}: {redact(str(exc))}")

