@@ -33,7 +33,9 @@ PREFIXES = ("GOVERNOR_", "P29_", "P31_", "REDIS_", "QUANTUM_", "PROPOSE_", "LOOP
 #: The reads outside a config class (``env.<method>("NAME")``, found by ``grep EnvReader``
 #: and kept true by ``tests/test_check_config.py`` against the scan of
 #: ``tests/test_deploy_files.py``).
-LITERAL_READS = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_DB", "P29_CLUSTER_MAP_FILE")
+LITERAL_READS = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_DB", "P29_CLUSTER_MAP_FILE",
+                 "PROPOSE_STREAM_NAME", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER",
+                 "REDIS_SENTINEL_PASSWORD")
 REDIS_PARTS = ("REDIS_HOST", "REDIS_PORT", "REDIS_DB")
 #: The hooks each host calls besides the set-up hooks every plugin may implement.
 HOST_HOOKS = {"governor": {"on_permit_batch", "on_issue_permit"},
@@ -84,8 +86,11 @@ def core_settings() -> set[str]:
     few literal reads."""
     from governor_core.allocation.config import AllocationConfig
     from governor_core.allocation.formula import FormulaConfig
+    from governor_core.allocation.readiness import ReadinessConfig
+    from governor_core.ledger import LedgerConfig
 
-    classes = (CommonConfig, GovernorConfig, AllocationConfig, FormulaConfig)
+    classes = (CommonConfig, GovernorConfig, AllocationConfig, FormulaConfig, ReadinessConfig,
+               LedgerConfig)
     return {spec.env for cls in classes for _name, spec in settings_of(cls)} | set(
         LITERAL_READS)
 
@@ -138,7 +143,16 @@ def redis_choice(env: Mapping[str, str], report: Report) -> None:
     """Say which Redis setting wins, and warn when ``REDIS_URL`` hides the others."""
     reader = EnvReader(env)
     parts = [name for name in REDIS_PARTS if reader.optional_str(name) is not None]
-    if reader.optional_str("REDIS_URL") is None:
+    if reader.optional_str("REDIS_SENTINELS") is not None:
+        url = reader.optional_str("REDIS_URL") is not None
+        ignored = [name for name in parts if url or name != "REDIS_DB"]
+        report.ok("redis primary from Sentinel (REDIS_SENTINELS, REDIS_SENTINEL_MASTER)"
+                  + ("; REDIS_URL gives only its credentials, database, TLS and options"
+                     if url else ""))
+        if ignored:
+            report.warn(f"REDIS_SENTINELS is set, so {', '.join(ignored)} "
+                        f"{'is' if len(ignored) == 1 else 'are'} ignored")
+    elif reader.optional_str("REDIS_URL") is None:
         report.ok("redis from " + ("/".join(parts) if parts else "the defaults")
                   + " (REDIS_URL is unset)")
     elif parts:
@@ -146,6 +160,16 @@ def redis_choice(env: Mapping[str, str], report: Report) -> None:
                     " ignored (REDIS_URL wins over REDIS_HOST/REDIS_PORT/REDIS_DB)")
     else:
         report.ok("redis from REDIS_URL")
+
+
+def mode_line(env_mode: str, settings: RedisSettings, report: Report) -> None:
+    """The allocation mode in force (``P29_MODE`` or the runtime key): WARN when the key
+    is unusable (the service then runs in shadow, fail safe)."""
+    from governor_core.allocation.mode import read_mode_line
+    from governor_core.redis_io import connect
+
+    usable, line = read_mode_line(env_mode, connect(settings))
+    (report.ok if usable else report.warn)(line)
 
 
 def check_config(prog: str, hosts: Sequence[str], env: Mapping[str, str], *,
@@ -196,9 +220,11 @@ def check_config(prog: str, hosts: Sequence[str], env: Mapping[str, str], *,
     else:
         try:
             settings = RedisSettings.from_env(EnvReader(env))
-        except ConfigError:
-            report.error("redis not contacted: REDIS_URL is invalid (above)")
+        except ConfigError as exc:
+            report.error(f"redis not contacted: {exc.name} is invalid (above)")
         else:
             check_redis(settings, {host: plugins[host].active for host in hosts}, report)
+            if "allocation" in configs:
+                mode_line(configs["allocation"].mode, settings, report)
     print(report.summary())
     return 1 if report.errors else 0

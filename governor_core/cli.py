@@ -10,7 +10,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from governor_core import __version__, feed, proofs
+from governor_core import __version__, feed, kill, ledger, proofs, whatif
+from governor_core.allocation.mode import mode_status_line
 from governor_core.check_config import plugin_hosts, plugin_state
 from governor_core.config import ConfigError, GovernorConfig, RedisSettings
 from governor_core.logs import configure_logging
@@ -46,6 +47,9 @@ def governor_main(argv: Sequence[str] | None = None) -> int:
                            "(without it the demo refuses a database that has any)")
     proofs.add_parser(commands)
     feed.add_parser(commands)
+    kill.add_parser(commands)
+    ledger.add_parser(commands)
+    whatif.add_parser(commands)
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -60,6 +64,12 @@ def governor_main(argv: Sequence[str] | None = None) -> int:
         return main_guard(lambda: proofs.run(args), PROG, redis_url=args.redis_url)
     if args.command == "feed":
         return main_guard(lambda: feed.run(args), PROG, redis_url=args.redis_url)
+    if args.command == "kill":
+        return main_guard(lambda: kill.run(args), PROG, redis_url=args.redis_url)
+    if args.command == "ledger":
+        return main_guard(lambda: ledger.run(args), PROG, redis_url=args.redis_url)
+    if args.command == "what-if":
+        return main_guard(lambda: whatif.run(args), PROG, redis_url=args.redis_url)
     return main_guard(lambda: demo_main(args), PROG, redis_url=args.redis_url)
 
 
@@ -125,6 +135,7 @@ def list_plugins() -> int:
         print(f"  hooks: {', '.join(hooks) or '-'}")
         for host, status in statuses.items():
             print(f"  {host}: {plugin_state(host, status)}")
+    print(mode_status_line(dict(os.environ)))
     return 0
 
 

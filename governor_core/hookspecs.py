@@ -18,9 +18,17 @@ What every plugin may rely on, and must keep to:
 * **Returned values are the host's to remember.** For speed the host remembers, by the
   object's identity, what it made of a returned value: the encoding of each command tuple
   ``read_commands`` returns (between batches, while it holds the tuple), and the check and
-  encoding of each mapping ``on_issue_permit`` returns or :class:`SymbolFields` holds (for
-  the batch). Return the same objects again when nothing changed (that is what makes a
-  plugin cheap), and never mutate a returned mapping afterwards: return a new one.
+  encoding of each mapping ``on_issue_permit`` returns or :class:`SymbolFields` holds
+  (between batches too, while it holds the mapping). Return the same objects again when
+  nothing changed (that is what makes a plugin cheap), and never mutate a returned mapping
+  afterwards: return a new one.
+* **The configuration snapshot.** A plugin that keeps the frozen config dataclass it read
+  in ``on_configure`` (fields declared with :func:`governor_core.plugin_api.setting`) as
+  its ``config`` attribute, ``None`` on a host where it does nothing, has those settings
+  recorded in the host's configuration snapshot and ``config_id`` (SPEC 8,
+  :mod:`governor_core.snapshot`). The allocation host's ``config_id`` reaches plugins as
+  :attr:`AllocationTick.config_id <governor_core.allocation.model.AllocationTick>`:
+  record it beside what you write for the tick.
 * **Imports.** A plugin imports from ``governor_core`` (``hookimpl``) and
   :mod:`governor_core.plugin_api` only; everything else of the host may change.
 """

@@ -16,6 +16,8 @@ REGIME_STREAM = "quantum:stream:regime.state"
 CLUSTER_MAP_KEY = "quantum:config:symbol.cluster"
 PLAN_STREAM = "quantum:stream:apply.plan"
 KILL_KEY = "quantum:governor:kill"
+#: Runtime override of P29_MODE, written by ``quantum-allocation promote``/``rollback``.
+MODE_KEY = "quantum:config:allocation.mode"
 
 # Outputs.
 PERMIT_PREFIX = "quantum:permit:"
@@ -25,3 +27,9 @@ TARGET_PREFIX = "quantum:allocation:target:"
 DECISION_STREAM = "quantum:stream:allocation.decision"
 PROPOSAL_STREAM = "quantum:stream:allocation.target.proposed"
 PROPOSAL_PREFIX = "quantum:allocation:target:proposed:"
+#: A host's effective configuration, one hash per config_id (no TTL; governor_core.snapshot).
+SNAPSHOT_PREFIX = "quantum:config:snapshot:"
+#: The operator commands' record (SPEC 8): one entry per change of state.
+LEDGER_STREAM = "quantum:stream:ops.ledger"
+#: Errors the allocation service logged, for ``quantum-allocation readiness``.
+ALLOCATION_ERROR_STREAM = "quantum:stream:allocation.errors"

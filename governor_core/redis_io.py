@@ -2,6 +2,18 @@
 
 Services never die because Redis went away: :class:`Backoff` spaces out retries
 (0.1 s doubling to 5 s), and :func:`REDIS_OUTAGE_ERRORS` lists what counts as an outage.
+
+Decoding, decided once, here: replies are decoded as UTF-8 with redis-py's public
+``encoding_errors="surrogateescape"`` option (:data:`ENCODING_ERRORS`; hiredis's parser
+honours it, and so does every read of :class:`CommandStream`, which goes through the
+connection's own ``read_response``). A byte that is not valid UTF-8, in a value, a field
+name or a key name, becomes a lone surrogate (``b"p\\xff"`` → ``"p\\udcff"``) instead of a
+``UnicodeDecodeError`` that would stop a service at every restart. No input rule accepts a
+surrogate (:mod:`governor_core.parsing`: numbers, ids, symbols are ASCII), so a bad byte is an
+input error of the value it is in (a ``bad_encoding`` dead letter, ``invalid_eff``, a
+fallback), and the original bytes are ``text.encode("utf-8", "surrogateescape")``. Writes are
+strict: hiredis's packer refuses a surrogate (``UnicodeEncodeError``), so whatever is written
+back (a dead letter's fields) is escaped first, where it is read (:mod:`governor_core.plans`).
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from hiredis import pack_command
 
 from governor_core.config import RedisSettings
 from governor_core.scripts import SCRIPTS, is_noscript
+from governor_core.sentinel import sentinel_client
 from governor_core.wire import Packed
 
 log = logging.getLogger("quantum.redis")
@@ -26,10 +39,14 @@ REDIS_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     redis.BusyLoadingError,
+    # A demoted primary (after a failover) refuses writes until the client reconnects.
+    redis.ReadOnlyError,
     OSError,
 )
 
 
+#: How replies are decoded from UTF-8: a bad byte becomes a lone surrogate (module docstring).
+ENCODING_ERRORS = "surrogateescape"
 #: The RESP version every reply-handling path here assumes (redis-py 8 defaults to RESP3,
 #: whose push messages and map replies would arrive where RESP2 replies are expected).
 PROTOCOL = 2
@@ -47,16 +64,20 @@ def connect(settings: RedisSettings, *, health_check_interval: float = HEALTH_CH
     caller's retry loop handles it. ``connection_class`` (a subclass of
     :class:`redis.Connection`) is for instrumenting the client, e.g. counting round trips
     in the tests and benchmarks; it replaces the class the URL scheme would choose.
+    With ``REDIS_SENTINELS`` set, the client of the primary the sentinels name
+    (:func:`governor_core.sentinel.sentinel_client`).
     """
     options: dict[str, Any] = {}
     if connection_class is not None:
         options["connection_class"] = connection_class
+    common: dict[str, Any] = {"protocol": PROTOCOL, "decode_responses": True,
+                              "encoding_errors": ENCODING_ERRORS,
+                              "socket_connect_timeout": 2.0, "socket_timeout": 10.0}
+    if settings.sentinels:
+        return sentinel_client(settings, common, health_check_interval, options)
     return redis.Redis.from_url(
         settings.url,
-        protocol=PROTOCOL,
-        decode_responses=True,
-        socket_connect_timeout=2.0,
-        socket_timeout=10.0,
+        **common,
         health_check_interval=health_check_interval,
         retry_on_timeout=False,
         **options,

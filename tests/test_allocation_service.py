@@ -3,6 +3,7 @@ plugin isolation, round trips, determinism."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 
@@ -264,7 +265,14 @@ def test_disabling_p29_shadow_removes_it_and_leaves_decisions_unchanged(real_red
                                                    dec_off) = outputs
     assert (n_on, len(keys_on), metric_on) == (2, 2, True)
     assert (n_off, keys_off, metric_off) == (0, [], False)
-    assert tick_on == tick_off and dec_on == dec_off
+    # The same decisions; only the configuration they name differs (its snapshot lists
+    # the active plugins, SPEC 8).
+    assert tick_on.config_id != tick_off.config_id
+    assert dataclasses.replace(tick_on, config_id="") == dataclasses.replace(tick_off,
+                                                                           config_id="")
+    assert [{**fields, "config_id": ""} for fields in dec_on] == [
+        {**fields, "config_id": ""} for fields in dec_off]
+    assert {fields["config_id"] for fields in dec_on} == {tick_on.config_id}
 
 
 def test_redis_outage_is_ridden_out(redis_server):

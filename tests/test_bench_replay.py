@@ -78,10 +78,10 @@ def test_replay_writes_what_the_tick_wrote(redis_server, real_redis) -> None:
     replay(recorder.events, "127.0.0.1", redis_server.port)
     replayed = real_redis.info("stats")["total_commands_processed"] - sent - 1  # - INFO
     # Every command of the tick and nothing else: the listing (EVALSHA and the KEYS inside
-    # it, HGETALL portfolio, XREVRANGE regime, HGETALL cluster map), the value
+    # it, HGETALL portfolio, XREVRANGE regime, HGETALL cluster map, GET mode), the value
     # reads (budgets, stresses, efficiencies), decision + HSET + EXPIRE per target and
     # XADD + HSET + EXPIRE per proposal.
-    assert replayed == 5 + (30 + 3 + 30) + 3 * 30 + 3 * 30
+    assert replayed == 6 + (30 + 3 + 30) + 3 * 30 + 3 * 30
     assert _state(real_redis) == after_tick
     for key in outputs:
         assert real_redis.ttl(key) > 0

@@ -4,10 +4,12 @@ reproducible, works against a real Redis, and keeps plugin errors visible."""
 from __future__ import annotations
 
 import io
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -174,6 +176,18 @@ def test_redis_url_refuses_a_database_in_use_unless_forced(redis_server: RedisSe
     assert real_redis.xlen("quantum:stream:permit.issued") == 240
     assert f"quantum-governor explain {plan_id}" in forced.stdout
     assert real_redis.exists("quantum:allocation:target:proposed:SOLUSDT")
+    # plans carry the simulated ts, so the plan-age gate measures simulated ages: 0 s each
+    plans = {fields["plan_id"]: fields for _id, fields in real_redis.xrange(
+        "quantum:stream:apply.plan")}
+    entries = [fields for _id, fields in real_redis.xrange("quantum:stream:permit.issued")]
+    assert {entry["reason"] for entry in entries} == {"within_cap", "above_cap"}
+    assert all(float(entry["issued_ts"]) == float(plans[entry["plan_id"]]["ts"])
+               for entry in entries)
+    # the what-if's "before" is the permit stream as recorded
+    actions = Counter(entry["eff_action"] for entry in entries)
+    assert (f"eff_action DOWNSIZE {actions['DOWNSIZE']} -> " in section(forced.stdout,
+                                                                         "WHAT-IF"))
+    assert f"NONE {actions['NONE']} -> " in section(forced.stdout, "WHAT-IF")
 
 
 def test_redis_url_with_a_password_never_prints_it() -> None:
@@ -205,6 +219,10 @@ def test_a_plugin_error_is_shown_after_the_table(monkeypatch: pytest.MonkeyPatch
     assert "p29_shadow/on_allocation_tick 24" in section(text, "SUMMARY")
     assert "ERROR quantum.plugins: plugin p29_shadow raised in on_allocation_tick" in text
     assert "240 permits" in text  # the governor carried on
+    # no proposal was recorded, so none is replayed; the permits still are
+    what_if = section(text, "WHAT-IF")
+    assert "proposals: 0 of 0 replayed" in what_if and "permits: 240 of 240" in what_if
+    assert "WHERE TO LOOK NEXT" in text
 
 
 def test_the_market_script_is_pure() -> None:
@@ -286,3 +304,76 @@ def test_summary_lines_fit_and_keep_pairs_together() -> None:
     for pair in ("NONE/invalid_eff 14", "p29_shadow/on_allocation_tick 24",
                  "p31_efficiency/on_permit_batch 240", "redis_error 0"):
         assert pair in text, pair
+
+
+def _summary_count(summary: str, pattern: str) -> int:
+    match = re.search(pattern, summary)
+    assert match, pattern
+    return int(match.group(1))
+
+
+def test_the_demo_ends_with_the_readiness_of_its_own_run(
+        embedded_run: subprocess.CompletedProcess[str]) -> None:
+    out = embedded_run.stdout
+    summary, ready = section(out, "SUMMARY"), section(out, "READINESS")
+    assert all(len(line) <= 79 for line in ready.splitlines()), ready
+    cycles = _summary_count(summary, r"(\d+) P2\.9 cycles")
+    permits = _summary_count(summary, r"(\d+) permits by decision")
+    alpha_ticks = _summary_count(summary, r"alpha (\d+)")
+    # judged over the run's own simulated span: 240 s at P29_INTERVAL_SEC=5 → 48 expected
+    assert "window: the run's 240 simulated s" in ready
+    assert re.search(rf"PASS cycles +{cycles}  threshold >= 43\.2 \(0\.9 x 48", ready)
+    targets = cycles * len(SYMBOLS)  # one decision per symbol per cycle
+    assert re.search(rf"PASS targets_computed +{targets} ", ready)
+    assert f"{permits} permits" in ready.splitlines()[2]
+    # per target, not per tick: the two DEFI symbols lack an alpha at every cycle
+    assert re.search(rf"FAIL fallback_rate\.alpha +{2 * alpha_ticks / targets:.4f} ", ready)
+    assert f"{2 * alpha_ticks} of {targets} targets: AAVEUSDT, UNIUSDT" in ready
+    assert "PASS fallback_rate.budget" in ready and "PASS errors" in ready
+    rows = re.findall(r"budget -> .* (\d+)/(\d+) permits differ", ready)
+    assert len(rows) == len(SYMBOLS)
+    # the demo ran enforce from the start: enforce would decide no permit otherwise
+    assert [int(changed) for changed, _ in rows] == [0] * len(SYMBOLS)
+    assert sum(int(judged) for _, judged in rows) == permits
+    assert "fallback_rate.alpha" in ready.split("NOT READY", 1)[1]
+
+
+def test_the_demo_ends_with_a_what_if_of_its_own_permits(
+        embedded_run: subprocess.CompletedProcess[str]) -> None:
+    out = embedded_run.stdout
+    summary, what_if = section(out, "SUMMARY"), section(out, "WHAT-IF")
+    assert all(len(line) <= 79 for line in what_if.splitlines()), what_if
+    assert "--set P31_DOWNSIZE_THRESHOLD=0.5" in what_if.splitlines()[0]
+    permits = _summary_count(summary, r"(\d+) permits by decision")
+    by_action: dict[str, int] = {}
+    for action, count in re.findall(r"(DOWNSIZE|NONE)/\w+ (\d+)", summary):
+        by_action[action] = by_action.get(action, 0) + int(count)
+    assert sum(by_action.values()) == permits
+    assert (f"permits: {permits} of {permits} replayed, {permits} reproduced exactly"
+            in what_if)
+    match = re.search(r"eff_action DOWNSIZE (\d+) -> (\d+), NONE (\d+) -> (\d+)", what_if)
+    assert match, what_if
+    down_before, down_after, none_before, none_after = map(int, match.groups())
+    assert (down_before, none_before) == (by_action["DOWNSIZE"], by_action["NONE"])
+    assert down_after > down_before and down_after + none_after == permits  # 0.5 > 0.45
+    changed = int(re.search(r"reproduced exactly unchanged, (\d+) changed", what_if)[1])
+    per_symbol = [int(n) for n in re.findall(r"\w+USDT: (\d+) of \d+ changed", what_if)]
+    assert changed == sum(per_symbol) > 0
+
+
+def test_the_trust_sections_fit_80_columns_at_wide_values() -> None:
+    from governor_core.allocation.readiness import Criterion, Evidence, Readiness
+    from governor_core.demo.trust import render_readiness, render_what_if
+
+    long = "SYMBOLWITHALONGNAME 100.0% (alpha+budget+cluster_stress+regime), " * 4
+    report = Readiness((Criterion("fallback_rate.cluster_stress", "FAIL", 0.123456789,
+                                  "<= 0.01 for every symbol " * 3, long),),
+                       {"VERYLONGSYMBOLNAME": {"budget_usd": 123456789.0, "target_usd": 1e9,
+                                               "change": -0.999, "permits": 123456,
+                                               "permits_changed": 123456}})
+    lines = render_readiness(report, Evidence(0.0, 240.0, 5.0, 300.0))
+    assert max(len(line) for line in lines) <= 79, lines
+    assert "NOT READY" in " ".join(lines) and "0/123456 permits" not in " ".join(lines)
+    error = render_what_if("quantum-governor what-if: plugin p29_shadow's replay failed: "
+                           "RuntimeError: boom " * 2)
+    assert max(len(line) for line in error) <= 79 and "not available" in error[1]

@@ -264,7 +264,7 @@ def test_allocation_writes_decode_to_the_documented_fields(mode):
         "performance_factor": "0.622500", "raw_target_usd": "41829.25",
         "equity_usd": "100000", "symbol_cap_usd": "40000", "symbol_cap_applied": "1",
         "cluster_cap_usd": "60000", "cluster_scale": "1.000000", "cluster_cap_applied": "0",
-        "fallbacks": "alpha"}
+        "fallbacks": "alpha", "config_id": ""}
     if mode == "enforce":
         hset, expire = commands[4], commands[5]
         assert hset[:2] == ("HSET", "quantum:allocation:target:ETHUSDT")
@@ -460,7 +460,7 @@ def test_permit_chunk_encodes_like_hiredis():
     from governor_core.scripts import SCRIPTS
 
     config = GovernorConfig.from_env(EnvReader({"GOVERNOR_CONSUMER": "c"}))
-    extra = PluginFields(bulk("eff") + bulk("é 0.5"), 2, ({"eff": "é 0.5"},))
+    extra = PluginFields(("eff",), bulk("é 0.5"), ({"eff": "é 0.5"},))
     drafts = []
     for number, fields in enumerate((NO_FIELDS, extra, extra)):
         plan = Plan(f"{number}-0", f"plan-{number}", "BTCUSDT", "BUY", 10.0, None)
@@ -469,9 +469,10 @@ def test_permit_chunk_encodes_like_hiredis():
     expected = ("EVALSHA", SCRIPTS["issue_permits"].sha, "5",
                 "quantum:stream:permit.issued", "quantum:stream:apply.plan",
                 "quantum:permit:plan-0", "quantum:permit:plan-1", "quantum:permit:plan-2",
-                config.group, str(config.permit_ttl_sec), str(config.stream_maxlen),
+                config.group, str(config.permit_ttl_sec), str(config.stream_maxlen), "",
                 str(len(CORE_FIELDS)), *CORE_FIELDS,
-                "1", "2", "eff", "é 0.5",
+                "1", "1", "eff",  # one layout: its names
+                "1", "1", "é 0.5",  # one set of values, of layout 1
                 *[arg for number, draft in enumerate(drafts)
                   for arg in (draft.plan.entry_id, "0" if number == 0 else "1",
                               *draft.permit.values())])

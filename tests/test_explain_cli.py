@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from governor_core.config import EnvReader, GovernorConfig
+from governor_core.explain import format_permit
 from governor_core.governor.service import GovernorService
 from governor_core.plugins import build_plugin_host
 
@@ -79,7 +81,7 @@ def issued(real_redis, redis_server) -> str:
     service = GovernorService(GovernorConfig.from_env(EnvReader(env)), real_redis,
                               build_plugin_host("governor", env, registry), registry,
                               clock=lambda: NOW)
-    service.ensure_group()
+    service.prepare()  # the group, the scripts and the configuration snapshot
     while service.step() or service.step():
         pass
     # the permits were issued at NOW (the past): give them a live TTL for the test
@@ -114,11 +116,87 @@ def test_explain_no_cap_and_missing_eff(issued: str) -> None:
 
 @pytest.mark.redis
 def test_explain_after_the_permit_key_expired(issued: str, real_redis) -> None:
-    real_redis.delete("quantum:permit:ex-1")
+    real_redis.pexpire("quantum:permit:ex-1", 1)
+    while real_redis.exists("quantum:permit:ex-1"):
+        time.sleep(0.01)
     result = cli("explain", "ex-1", REDIS_URL=issued)
-    assert result.returncode == 0
-    assert "the permit key has expired" in result.stdout
-    assert "decision:  CLAMP" in result.stdout
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "the permit key has expired; this is the durable record" in out
+    assert "decision:  CLAMP  reason=above_cap" in out
+    assert ("binding constraint: the allocation cap of 500 USD "
+            "(quantum:allocation:target:BTCUSDT): notional 750 clamped to 500") in out
+    # The plugin's fields and their reason, from the stream entry.
+    assert "plugin p31_efficiency:" in out
+    assert "reason: eff_reason=ok: a usable efficiency score was read" in out
+    for line in ("eff_action = DOWNSIZE", "eff_factor = 0.4444", "extra_cooldown_sec = 96",
+                 "eff_score = 0.2000"):
+        assert f"    {line}" in out
+    # The configuration in force, from the snapshot its config_id names.
+    config_id = real_redis.xrange("quantum:stream:permit.issued")[0][1]["config_id"]
+    assert (f"configuration in force: config_id {config_id} "
+            f"(quantum:config:snapshot:{config_id}; service governor") in out
+    assert "    P31_DOWNSIZE_THRESHOLD = 0.45" in out
+    assert "    GOVERNOR_PERMIT_TTL_SEC = 60" in out
+    assert "REDIS_URL" not in out
+
+
+@pytest.mark.redis
+def test_explain_says_when_the_snapshot_is_missing(issued: str, real_redis) -> None:
+    real_redis.delete("quantum:permit:ex-1")
+    config_id = real_redis.xrange("quantum:stream:permit.issued")[0][1]["config_id"]
+    real_redis.delete(f"quantum:config:snapshot:{config_id}")
+    result = cli("explain", "ex-1", REDIS_URL=issued)
+    assert result.returncode == 0, result.stderr
+    assert (f"configuration: config_id {config_id}, but its snapshot "
+            f"quantum:config:snapshot:{config_id} is MISSING") in result.stdout
+    assert "eff_action = DOWNSIZE" in result.stdout
+
+
+def permit(reason: str, decision: str, **fields: str) -> dict[str, str]:
+    return {"plan_id": "p", "symbol": "BTCUSDT", "side": "BUY", "notional_usd": "750",
+            "decision": decision, "reason": reason, "allowed_notional_usd": "0",
+            "cap_usd": "500", "cap_source": "budget", "cooldown_sec": "0",
+            "issued_ts": "1", "expires_ts": "61", **fields}
+
+
+def test_a_plan_age_gate_turned_off_says_so() -> None:
+    record = permit("within_cap", "ALLOW", notional_usd="10", allowed_notional_usd="10")
+    text = format_permit(record, "test", {}, {"GOVERNOR_MAX_PLAN_AGE_SEC": "0"})
+    assert "    2. plan age: off (GOVERNOR_MAX_PLAN_AGE_SEC=0): not checked" in text
+
+
+@pytest.mark.parametrize(("record", "gates", "binding"), [
+    (permit("kill_switch", "DENY"),
+     ["1. kill switch (quantum:governor:kill): ON: plan denied",
+      "2. plan age: not checked (the kill switch decided)",
+      "3. cap: 500 USD from budget (quantum:portfolio:budget:BTCUSDT): not applied"],
+     "the kill switch (quantum:governor:kill): nothing allowed"),
+    (permit("stale_plan", "DENY"),
+     ["1. kill switch (quantum:governor:kill): off: passed",
+      "2. plan age: too old (GOVERNOR_MAX_PLAN_AGE_SEC=30): plan denied (stale_plan)",
+      "3. cap: 500 USD from budget (quantum:portfolio:budget:BTCUSDT): not applied"],
+     "the plan's age (stale_plan): nothing allowed"),
+    (permit("above_cap", "CLAMP", allowed_notional_usd="500"),
+     ["2. plan age: passed (GOVERNOR_MAX_PLAN_AGE_SEC=30)",
+      "3. cap: 500 USD from budget (quantum:portfolio:budget:BTCUSDT): notional above the "
+      "cap: clamped"],
+     "the budget cap of 500 USD (quantum:portfolio:budget:BTCUSDT): notional 750 clamped "
+     "to 500"),
+    (permit("within_cap", "ALLOW", notional_usd="10", allowed_notional_usd="10"),
+     ["3. cap: 500 USD from budget (quantum:portfolio:budget:BTCUSDT): notional within the "
+      "cap: passed"],
+     "none (notional 10 is within the budget cap of 500 USD)"),
+    (permit("no_cap", "ALLOW", cap_usd="", cap_source="none"),
+     ["3. cap: none found (no allocation target, no budget): fail-open, no clamp"],
+     "none (no cap known: fail-open)"),
+])
+def test_every_gate_verdict_and_the_binding_constraint(record, gates, binding) -> None:
+    text = format_permit(record, "test", {}, {"GOVERNOR_MAX_PLAN_AGE_SEC": "30"})
+    for line in gates:
+        assert f"    {line}" in text
+    assert f"  binding constraint: {binding}\n" in text
+    assert "configuration: not recorded (no config_id" in text
 
 
 @pytest.mark.redis

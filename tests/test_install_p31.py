@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 EFF_FIELDS = {"eff_score", "eff_confidence", "eff_stale", "eff_factor", "eff_action",
               "eff_reason", "downsize_factor", "extra_cooldown_sec"}
-VARYING = {"plan_id", "issued_ts", "expires_ts"}
+VARYING = {"plan_id", "issued_ts", "expires_ts", "config_id"}
 
 
 def permit_from_a_run(venv: Path, url: str, client: redis.Redis, plan_id: str,
@@ -71,6 +71,8 @@ def test_install_and_uninstall_p31(tmp_path: Path, real_redis: redis.Redis,
     without = permit_from_a_run(venv, redis_server.url, real_redis, "inst-2",
                                 tmp_path / "run2.log")
     assert not EFF_FIELDS & set(without)
+    # config_id fingerprints the active plugins too: it must change with the uninstall
+    assert with_plugin["config_id"] != without["config_id"]
     core = {k: v for k, v in with_plugin.items() if k not in EFF_FIELDS | VARYING}
     assert core == {k: v for k, v in without.items() if k not in VARYING}
     assert core["decision"] == "CLAMP" and core["allowed_notional_usd"] == "1000"

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 import governor_core
+from governor_core.governor.faults import redis_message
 from governor_core.scripts import SCRIPTS, Script, ScriptRegistry, is_noscript
 from governor_core.testing import start_redis
 
@@ -27,6 +28,8 @@ OTHER_GROUP = "audit"  # a second group on the plan stream, which the scripts mu
 CORE = ("plan_id", "symbol", "side", "decision")
 TTL = 777
 MAXLEN = 10_000
+CONFIG_ID = "0123456789ab"
+RECORD = [("config_id", CONFIG_ID)]  # the last field of every permit and stream entry
 
 Row = tuple[str, int, Sequence[str]]  # plan id, set index, core values
 FieldSet = Sequence[tuple[str, str]]
@@ -73,11 +76,16 @@ def issue(client: redis.Redis, plans: Sequence[tuple[str, str, int]],
           sets: Sequence[FieldSet] = (), *, maxlen: int = MAXLEN,
           stream: str = PERMIT_STREAM) -> list[object]:
     """Run issue_permits for ``plans`` = (plan id, entry id, set index), in the ARGV layout
-    of the script's header."""
-    args: list[str | int] = [GROUP, TTL, maxlen, len(CORE), *CORE, len(sets)]
+    of the script's header: each set's names become a layout (sent once per distinct
+    list of names), its values a set of that layout."""
+    layouts = list(dict.fromkeys(tuple(name for name, _ in field_set) for field_set in sets))
+    args: list[str | int] = [GROUP, TTL, maxlen, CONFIG_ID, len(CORE), *CORE, len(layouts)]
+    for names in layouts:
+        args += [len(names), *names]
+    args.append(len(sets))
     for field_set in sets:
-        flat = [item for pair in field_set for item in pair]
-        args += [len(flat), *flat]
+        names = tuple(name for name, _ in field_set)
+        args += [layouts.index(names) + 1, *(value for _, value in field_set)]
     for plan_id, entry, index in plans:
         args += [entry, index, *core_values(plan_id)]
     keys = [stream, PLAN_STREAM, *(permit_key(plan_id) for plan_id, _, _ in plans)]
@@ -111,18 +119,21 @@ def keysless_redis() -> Iterator[redis.Redis]:
 
 
 @pytest.mark.redis
-def test_issue_writes_permit_announces_core_fields_in_order_and_acks(real_redis):
+def test_issue_writes_permit_announces_every_field_in_order_and_acks(real_redis):
     first, second = pending_plans(real_redis, 2)
     plugin = [("p31_efficiency", "0.8"), ("p31_reason", "ok")]
 
     replies = issue(real_redis, [("A", first, 1), ("B", second, 0)], [plugin])
 
     assert replies == [1, 1]
-    assert list(real_redis.hgetall(permit_key("A")).items()) == core_fields("A") + plugin
-    assert list(real_redis.hgetall(permit_key("B")).items()) == core_fields("B")
+    a_fields = core_fields("A") + plugin + RECORD
+    b_fields = core_fields("B") + RECORD
+    assert list(real_redis.hgetall(permit_key("A")).items()) == a_fields
+    assert list(real_redis.hgetall(permit_key("B")).items()) == b_fields
     for plan_id in "AB":
         assert TTL - 5 < real_redis.ttl(permit_key(plan_id)) <= TTL
-    assert stream_entries(real_redis, PERMIT_STREAM) == [core_fields("A"), core_fields("B")]
+    # The stream entry is the durable record: the permit's fields, in the same order.
+    assert stream_entries(real_redis, PERMIT_STREAM) == [a_fields, b_fields]
     assert pending(real_redis) == []
     assert pending(real_redis, OTHER_GROUP) == [first, second]
 
@@ -139,7 +150,7 @@ def test_issue_existing_permit_is_acknowledged_only(real_redis):
     assert replies == [0, 1]
     assert real_redis.hgetall(permit_key("A")) == existing
     assert real_redis.ttl(permit_key("A")) == -1
-    assert stream_entries(real_redis, PERMIT_STREAM) == [core_fields("B")]
+    assert stream_entries(real_redis, PERMIT_STREAM) == [core_fields("B") + RECORD]
     assert pending(real_redis) == []
 
 
@@ -153,15 +164,17 @@ def test_issue_wrong_typed_permit_refuses_that_plan_only(real_redis):
                     [[("p31_efficiency", "0.8")]])
 
     assert isinstance(replies[0], redis.ResponseError)
-    assert str(replies[0]) == (f"WRONGTYPE {permit_key('A')} is a string, "
-                               f"{PERMIT_STREAM} is a none")
+    wrongtype = "WRONGTYPE Operation against a key holding the wrong kind of value"
+    assert str(replies[0]) == (f"{wrongtype} ({permit_key('A')} is a string, "
+                               f"{PERMIT_STREAM} is a none)")
     assert replies[1] == 1
     assert isinstance(replies[2], redis.ResponseError)
-    assert str(replies[2]) == (f"WRONGTYPE {permit_key('C')} is a list, "
-                               f"{PERMIT_STREAM} is a stream")
+    assert str(replies[2]) == (f"{wrongtype} ({permit_key('C')} is a list, "
+                               f"{PERMIT_STREAM} is a stream)")
     assert real_redis.get(permit_key("A")) == "not a hash"
     assert real_redis.lrange(permit_key("C"), 0, -1) == ["not a hash"]
-    assert stream_entries(real_redis, PERMIT_STREAM) == [core_fields("B")]
+    assert stream_entries(real_redis, PERMIT_STREAM) == [
+        [*core_fields("B"), ("p31_efficiency", "0.8"), *RECORD]]
     assert pending(real_redis) == [first, third]
 
 
@@ -173,7 +186,7 @@ def test_issue_wrong_typed_permit_stream_refuses_every_plan(real_redis):
     replies = issue(real_redis, [("A", first, 0), ("B", second, 0)])
 
     assert [str(reply) for reply in replies] == [
-        f"WRONGTYPE {permit_key(plan_id)} is a none, {PERMIT_STREAM} is a string"
+        f"WRONGTYPE ({permit_key(plan_id)} is a none, {PERMIT_STREAM} is a string)"
         for plan_id in "AB"]
     assert all(isinstance(reply, redis.ResponseError) for reply in replies)
     assert real_redis.exists(permit_key("A"), permit_key("B")) == 0
@@ -194,9 +207,30 @@ def test_issue_several_field_sets_and_set_zero(real_redis):
     expected = {"P": large, "Q": [], "R": small, "S": large}
     for plan_id, extra in expected.items():
         assert list(real_redis.hgetall(permit_key(plan_id)).items()) == (
-            core_fields(plan_id) + extra)
-    assert stream_entries(real_redis, PERMIT_STREAM) == [core_fields(p) for p in "PQRS"]
+            core_fields(plan_id) + extra + RECORD)
+    assert stream_entries(real_redis, PERMIT_STREAM) == [
+        core_fields(plan_id) + extra + RECORD for plan_id, extra in expected.items()]
     assert pending(real_redis) == []
+
+
+@pytest.mark.redis
+def test_issue_sets_of_one_layout_around_plans_without_plugin_fields(real_redis):
+    # Two sets share their names (one layout): sent once, and put back in place after a
+    # plan without plugin fields, whose config_id took their place.
+    entries = pending_plans(real_redis, 5)
+    low = [("eff_factor", "0.4444"), ("eff_reason", "ok")]
+    high = [("eff_factor", "1.0000"), ("eff_reason", "ok")]
+    other = [("x", "1"), ("y", "2"), ("z", "3")]
+    plans = [("P", entries[0], 1), ("Q", entries[1], 0), ("R", entries[2], 2),
+             ("S", entries[3], 3), ("T", entries[4], 1)]
+
+    assert issue(real_redis, plans, [low, high, other]) == [1] * 5
+
+    expected = {"P": low, "Q": [], "R": high, "S": other, "T": low}
+    records = [core_fields(plan_id) + extra + RECORD for plan_id, extra in expected.items()]
+    assert stream_entries(real_redis, PERMIT_STREAM) == records
+    for plan_id, record in zip(expected, records, strict=True):
+        assert list(real_redis.hgetall(permit_key(plan_id)).items()) == record
 
 
 @pytest.mark.redis
@@ -440,3 +474,21 @@ def test_a_registry_reads_its_package_once(tmp_path, monkeypatch):
     assert list(registry) == [Script.from_source("a", "return 1\n"),
                               Script.from_source("b", "return 2\n")]
     assert registry["a"].sha == "48df9b519ca145c867b895f740b37bd891e887af"  # sha1 of it
+
+
+@pytest.mark.redis
+def test_issue_reports_redis_own_refusal_not_a_type_error(real_redis):
+    """Under OOM the script's write is refused by Redis: the reply carries Redis's own
+    message (OOM …), never a WRONGTYPE label of ours (issue 14, item 4)."""
+    (first,) = pending_plans(real_redis, 1)
+    real_redis.config_set("maxmemory", "1")
+    try:
+        replies = issue(real_redis, [("A", first, 0)], [])
+    finally:
+        real_redis.config_set("maxmemory", "0")
+    reply = replies[0] if isinstance(replies, list) else replies
+    # redis-py maps the OOM prefix to its class (and drops it from the message)
+    assert isinstance(reply, redis.exceptions.OutOfMemoryError), reply
+    assert redis_message(reply).startswith("OOM command not allowed"), redis_message(reply)
+    assert "WRONGTYPE" not in str(reply)
+    assert real_redis.exists(permit_key("A")) == 0

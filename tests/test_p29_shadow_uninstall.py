@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 DECISIONS = "quantum:stream:allocation.decision"
 PROPOSED = "quantum:stream:allocation.target.proposed"
-VARYING = {"timestamp"}
+#: The cycle's time, and the configuration it ran under (SPEC 8: it lists the plugins).
+VARYING = {"timestamp", "config_id"}
 
 
 def seed(client: redis.Redis) -> None:

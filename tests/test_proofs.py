@@ -16,16 +16,28 @@ import pytest
 import redis
 
 from governor_core import proofs
-from governor_core.keys import PLAN_STREAM, PORTFOLIO_KEY
+from governor_core.keys import (
+    KILL_KEY,
+    LEDGER_STREAM,
+    MODE_KEY,
+    PLAN_STREAM,
+    PORTFOLIO_KEY,
+    SNAPSHOT_PREFIX,
+)
+from governor_core.proofs import trust
 from governor_core.proofs.footprint import Footprint
+from governor_core.proofs.support import ProofRun
 from governor_core.testing import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WRAPPERS = {"step1": "proof_p31_step1_allocation_shadow.sh",
             "step2": "proof_p31_step2_governor_downsize.sh",
-            "p29": "proof_p29_allocation.sh"}
-CASES = {"step1": 7, "step2": 9, "p29": 9}
+            "p29": "proof_p29_allocation.sh",
+            "trust": "proof_trust.sh"}
+CASES = {"step1": 7, "step2": 9, "p29": 9, "trust": 8}
+#: The proofs that run beside foreign keys with --force (trust never does).
+SHAREABLE = ("step1", "step2", "p29")
 FOREIGN_TARGET = "quantum:allocation:target:BTCUSDT"
 
 
@@ -83,7 +95,7 @@ def foreign(real_redis: redis.Redis) -> redis.Redis:
 
 @pytest.mark.redis
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["step1", "p29"])
+@pytest.mark.parametrize("name", ["step1", "p29", "trust"])
 def test_proof_passes_on_its_own_server(name: str) -> None:
     assert_passed(*proof(name), CASES[name])
 
@@ -160,15 +172,16 @@ def test_force_runs_beside_foreign_keys_and_deletes_only_its_own(
     group_before = governor_group(foreign)
     plans_before = foreign.xrange(PLAN_STREAM)
 
-    assert_passed(*proof("all", "--redis-url", redis_server.url, "--force"),
-                  sum(CASES.values()))
+    for name in SHAREABLE:  # `all` would be refused: the trust proof needs an empty database
+        assert_passed(*proof(name, "--redis-url", redis_server.url, "--force"), CASES[name])
 
     after = dump(redis_server)
     assert after.keys() == before.keys()  # no key of its own left, none of theirs deleted
     plan_stream = PLAN_STREAM.encode()
     assert {k: v for k, v in after.items() if k != plan_stream} == \
         {k: v for k, v in before.items() if k != plan_stream}
-    assert foreign.xrange(PLAN_STREAM) == plans_before  # its plans deleted, theirs kept
+    # its plans deleted, theirs kept; its services' config snapshots deleted too
+    assert foreign.xrange(PLAN_STREAM) == plans_before
     assert governor_group(foreign) == group_before
     assert [g["name"] for g in foreign.xinfo_groups(PLAN_STREAM)] == ["governor"]
 
@@ -191,3 +204,65 @@ def test_footprint_deletes_its_keys_and_its_symbols_entries_only(
     ids = [entry_id for entry_id, _ in real_redis.xrange("shared")]
     assert mine not in ids and theirs in ids and len(ids) == 2
     assert real_redis.xinfo_groups("shared") == []
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_trust_proof_on_an_empty_given_database_leaves_it_empty(
+        redis_server: RedisServer, real_redis: redis.Redis) -> None:
+    assert_passed(*proof("trust", "--redis-url", redis_server.url), CASES["trust"])
+    assert dump(redis_server) == {}  # switches, ledger, snapshots, streams: all its own, gone
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("name", ["trust", "all"])
+def test_trust_never_runs_beside_foreign_keys_even_forced(
+        redis_server: RedisServer, foreign: redis.Redis, name: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The kill switch, the mode key and the ledger are every service's: a proof that turns
+    the switch on must not run on a database in use, --force or not."""
+    before = dump(redis_server)
+    code, output = proof(name, "--redis-url", redis_server.url, "--force")
+    assert (code, output) == (2, "")
+    stderr = capsys.readouterr().err
+    assert len(stderr.splitlines()) == 1
+    assert "trust proof turns the kill switch on" in stderr and "empty database" in stderr
+    assert dump(redis_server) == before
+    assert not foreign.exists(KILL_KEY, MODE_KEY, LEDGER_STREAM)
+
+
+@pytest.mark.redis
+def test_trust_proof_checks_the_switches_again_before_writing(
+        real_redis: redis.Redis, tmp_path: Path) -> None:
+    """A switch that appeared after the database was claimed: the proof stops, untouched."""
+    real_redis.set(KILL_KEY, "0")
+    before = {key: real_redis.dump(key) for key in real_redis.scan_iter()}
+    run = ProofRun(client=real_redis, redis_url="redis://unused", work=tmp_path, run_id="1",
+                   out=io.StringIO(), footprint=Footprint())
+    trust.prove(run)
+    run.footprint.clean(real_redis)
+    assert run.failed == 1 and run.services == []
+    assert f"❌ setup: {KILL_KEY} exists" in run.out.getvalue()
+    assert {key: real_redis.dump(key) for key in real_redis.scan_iter()} == before
+
+
+@pytest.mark.redis
+def test_footprint_deletes_only_the_new_snapshots_its_entries_name(
+        real_redis: redis.Redis) -> None:
+    real_redis.hset(SNAPSHOT_PREFIX + "shared000000", "service", "governor")
+    real_redis.xadd("shared", {"symbol": "BTCUSDT", "config_id": "theirs000000"})
+    footprint = Footprint({"PROOFX"})
+    footprint.share_stream(real_redis, "shared")
+    footprint.own("proof:permit", "proof:stream")
+    footprint.watch_snapshots(real_redis)
+    for config_id in ("mine00000001", "mine00000002", "mine00000003", "theirs000000"):
+        real_redis.hset(SNAPSHOT_PREFIX + config_id, "service", "x")  # written at start
+    real_redis.xadd("shared", {"symbol": "PROOFX", "config_id": "mine00000001"})
+    real_redis.xadd("shared", {"symbol": "PROOFX", "config_id": "shared000000"})
+    real_redis.hset("proof:permit", mapping={"config_id": "mine00000002"})
+    real_redis.xadd("proof:stream", {"config_id": "mine00000003"})
+    real_redis.xadd("shared", {"symbol": "ETHUSDT", "config_id": "theirs000000"})
+
+    footprint.clean(real_redis)
+    assert sorted(real_redis.scan_iter(match=SNAPSHOT_PREFIX + "*")) == [
+        SNAPSHOT_PREFIX + "shared000000", SNAPSHOT_PREFIX + "theirs000000"]

@@ -24,7 +24,14 @@ the second round trip does, and it walked the keyspace a second time for the clu
 keys, which round trip 2 reads by name.)
 
 A key deleted between the two round trips reads as missing, the fallback it would get a
-moment later. :func:`parse_listing` and :func:`parse_values` are pure: replies + ``now`` →
+moment later. Bad bytes (decoded to lone surrogates by the Redis layer, see
+:func:`governor_core.redis_io.connect`) are malformed values like any other: a number or a
+regime with one falls back, a budget key *name* with one is not a symbol (the listing skips
+it), and a cluster map entry whose cluster id has one counts as no mapping (the id would
+name a stress key and be written to the decision stream, and no encoder writes it). Every
+number is :func:`~governor_core.parsing.parse_decimal` of the
+:func:`~governor_core.parsing.trim`-med text (ASCII digits; surrounding ASCII whitespace
+ignored). :func:`parse_listing` and :func:`parse_values` are pure: replies + ``now`` →
 formula inputs, with every fallback named.
 """
 
@@ -38,6 +45,7 @@ from governor_core.allocation.formula import REGIMES, ClusterInput, SymbolInput
 from governor_core.keys import (
     BUDGET_PREFIX,
     CLUSTER_MAP_KEY,
+    MODE_KEY,
     PORTFOLIO_KEY,
     REGIME_STREAM,
     STRESS_PREFIX,
@@ -45,9 +53,11 @@ from governor_core.keys import (
 from governor_core.parsing import (
     FUTURE_SKEW_SEC,
     SYMBOL_RE,
+    has_bad_bytes,
     is_fresh,
     parse_decimal,
     parse_signed_decimal,
+    trim,
 )
 from governor_core.redis_io import Command
 from governor_core.scripts import SCRIPTS
@@ -68,6 +78,8 @@ def listing_commands(read_cluster_map: bool) -> list[Command]:
     ]
     if read_cluster_map:
         commands.append(("HGETALL", CLUSTER_MAP_KEY))
+    # Last, whatever came before: the service reads the runtime mode from replies[-1].
+    commands.append(("GET", MODE_KEY))
     return commands
 
 
@@ -110,8 +122,7 @@ class Snapshot:
 
 
 def _field(reply: object, name: str) -> str | None:
-    value = _as_map(reply).get(name)
-    return value.strip() if isinstance(value, str) else None
+    return trim(_as_map(reply).get(name))
 
 
 def _as_map(reply: object) -> dict[str, str]:
@@ -126,8 +137,7 @@ def _fresh(ts_text: str | None, now: float, stale_sec: float) -> bool:
     return is_fresh(parse_decimal(ts_text), now, stale_sec)
 
 
-def _text(value: object) -> str | None:
-    return value.strip() if isinstance(value, str) else None
+_text = trim
 
 
 def parse_listing(replies: Sequence[object], now: float, stale_sec: float,
@@ -138,7 +148,7 @@ def parse_listing(replies: Sequence[object], now: float, stale_sec: float,
     """
     keys, portfolio, regime_reply = replies[0], replies[1], replies[2]
     if cluster_map is None:
-        cluster_map = _as_map(replies[3]) if len(replies) > 3 else {}
+        cluster_map = _cluster_map(replies[3]) if len(replies) > 3 else {}
     equity = parse_decimal(_field(portfolio, "equity_usd"))
     drawdown = parse_decimal(_field(portfolio, "drawdown"))
     problem = None
@@ -291,7 +301,20 @@ def _regime(reply: object, now: float, stale_sec: float) -> str | None:
     entry = reply[0]
     fields = entry[1] if isinstance(entry, list | tuple) and len(entry) == 2 else None
     fields = _as_map(fields)
-    if not _fresh(fields.get("ts"), now, stale_sec):
+    if not _fresh(trim(fields.get("ts")), now, stale_sec):
         return None
-    regime = fields.get("regime", "").strip().upper()
+    regime = (trim(fields.get("regime")) or "").upper()
     return regime if regime in REGIMES else None
+
+
+def _cluster_map(reply: object) -> dict[str, str]:
+    """The cluster map hash, without the entries whose cluster id is not text or has bad
+    bytes (their symbols are then unmapped: each its own cluster, counted and logged)."""
+    mapping = _as_map(reply)
+    try:
+        if "".join(mapping.values()).isascii():  # the usual map: checked in one call
+            return mapping
+    except TypeError:
+        pass
+    return {symbol: cluster for symbol, cluster in mapping.items()
+            if type(cluster) is str and not has_bad_bytes(cluster)}

@@ -42,7 +42,10 @@ class AllocationTick:
     ``mode`` is ``shadow`` or ``enforce``; ``ts`` is the cycle's injected clock time.
     ``max_symbol_usd`` and ``max_cluster_usd`` are the cycle's caps (``MAX_SYMBOL_PCT`` and
     ``MAX_CLUSTER_PCT`` × equity). ``targets`` holds every symbol with a usable budget; in
-    ``shadow`` mode none of them was written as a live target.
+    ``shadow`` mode none of them was written as a live target. ``config_id`` names the
+    allocation host's configuration snapshot (``quantum:config:snapshot:{config_id}``,
+    SPEC 8), which covers its active plugins' settings too: a plugin records it beside
+    what it writes for the tick.
     """
 
     ts: float
@@ -52,3 +55,4 @@ class AllocationTick:
     targets: tuple[AllocationTarget, ...]
     max_symbol_usd: float
     max_cluster_usd: float
+    config_id: str = ""

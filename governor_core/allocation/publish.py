@@ -2,7 +2,8 @@
 
 * ``quantum:stream:allocation.decision`` (both modes): one entry per symbol, ``XADD MAXLEN ~
   P29_STREAM_MAXLEN``, with the :data:`DECISION_FIELDS`: the target fields and every factor,
-  cap and fallback (:func:`decision_fields` is the plain definition).
+  cap and fallback, and the ``config_id`` of the host's configuration snapshot
+  (:func:`decision_fields` is the plain definition).
 * ``quantum:allocation:target:{symbol}`` (``enforce`` only): the SPEC 4 target fields
   (:data:`TARGET_FIELDS`), TTL ``TARGET_TTL_SEC``.
 
@@ -27,7 +28,7 @@ TARGET_FIELDS = ("target_usd", "weight", "cluster_id", "regime", "drawdown_zone"
 DECISION_FIELDS = ("symbol", *TARGET_FIELDS, "base_budget", "regime_factor", "cluster_factor",
                    "drawdown", "drawdown_factor", "performance_factor", "raw_target_usd",
                    "equity_usd", "symbol_cap_usd", "symbol_cap_applied", "cluster_cap_usd",
-                   "cluster_scale", "cluster_cap_applied", "fallbacks")
+                   "cluster_scale", "cluster_cap_applied", "fallbacks", "config_id")
 
 
 def decision_fields(tick: AllocationTick, target: AllocationTarget) -> dict[str, str]:
@@ -57,6 +58,7 @@ def decision_fields(tick: AllocationTick, target: AllocationTarget) -> dict[str,
         "cluster_scale": fmt_factor(target.cluster_scale),
         "cluster_cap_applied": "1" if target.cluster_scale < 1.0 else "0",
         "fallbacks": ",".join(target.fallbacks) or "none",
+        "config_id": tick.config_id,
     }
 
 
@@ -117,7 +119,8 @@ def publish_chunks(tick: AllocationTick, *, stream_maxlen: int, target_ttl_sec: 
                 "mode": tick.mode, "drawdown": fmt_factor(tick.drawdown),
                 "equity_usd": fmt_usd(tick.equity_usd),
                 "symbol_cap_usd": fmt_usd(tick.max_symbol_usd),
-                "cluster_cap_usd": fmt_usd(tick.max_cluster_usd)}
+                "cluster_cap_usd": fmt_usd(tick.max_cluster_usd),
+                "config_id": tick.config_id}
     per_symbol = {
         "symbol": symbols,
         "target_usd": fmt_usd_column(column["target_usd"]),

@@ -3,7 +3,8 @@
 :func:`run_demo` builds the real governor and allocation services with the installed plugins
 (:mod:`.stack`), drives them through four simulated minutes of market (:mod:`.market`,
 :mod:`.runner`), shows a per-symbol table as it goes and a summary at the end
-(:mod:`.display`, :mod:`.report`).
+(:mod:`.display`, :mod:`.report`), then the readiness report of its own run and one
+what-if (:mod:`.trust`, which says how the simulated clock meets their windows).
 
 Callers may rely on:
 
@@ -39,6 +40,13 @@ from governor_core.demo.report import (
 )
 from governor_core.demo.runner import DemoLoop, make_table, stop_on_signals
 from governor_core.demo.stack import PROG, build_stack
+from governor_core.demo.trust import (
+    demo_readiness,
+    demo_what_if,
+    render_readiness,
+    render_what_if,
+    server_time,
+)
 from governor_core.explain import explain
 from governor_core.logs import CONTEXT_FIELDS, redact
 from governor_core.runtime import StartupError
@@ -104,7 +112,7 @@ def run_demo(*, duration: float = 30.0, redis_url: str | None = None, force: boo
         print(*SCRIPT_NOTES, "", *legend(EFF_STALE_SEC), "", sep="\n", file=out)
         table = make_table(out)
         loop = DemoLoop(stack, table, stop)
-        started = time.monotonic()
+        started, started_ts = time.monotonic(), server_time(stack.client)
         finished = loop.run(duration)
         elapsed = time.monotonic() - started
         print(file=out)
@@ -121,6 +129,9 @@ def run_demo(*, duration: float = 30.0, redis_url: str | None = None, force: boo
             print(f"\nEXPLAIN {plan_id}  (what `quantum-governor explain {plan_id}` prints)",
                   file=out)
             print(explain(stack.client, plan_id, declared) or "(permit not found)", file=out)
+        print("", *render_readiness(*demo_readiness(stack, loop.seconds_run)), sep="\n",
+              file=out)
+        print("", *render_what_if(demo_what_if(stack.client, started_ts)), sep="\n", file=out)
         print("", *where_next(stack, plan_id), sep="\n", file=out)
     shown = logs.lines[:MAX_LOG_LINES]
     more = len(logs.lines) - len(shown)

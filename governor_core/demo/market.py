@@ -17,6 +17,13 @@ randomness, no clock), so two runs write the same inputs and plans. The script l
 AAVEUSDT never has an efficiency hash (``missing_eff``); the DEFI cluster never publishes an
 alpha (the ``alpha`` fallback of P2.9). One plan a second, round-robin over the symbols, with
 notionals from 1,500 to 30,000 USD, so the larger ones are clamped to the cap.
+
+Every plan carries ``ts``, the simulated second it is sent, as a real producer stamps its
+plans. The governor's plan-age gate (``GOVERNOR_MAX_PLAN_AGE_SEC``, 30 s, left at its
+default) measures a plan's age from ``ts`` against the service's (simulated) clock, so
+each demo plan is 0 s old when read and none is denied ``stale_plan``. Without ``ts`` the
+gate would fall back to the entry id, i.e. the *real* time of the run, months after the
+simulated clock: a plan "from the future", passing for the wrong reason.
 """
 
 from __future__ import annotations
@@ -142,16 +149,19 @@ def cluster_inputs_at(cluster: str, t: int) -> dict[str, str]:
     return {"stress": "0.250"}  # DEFI publishes no alpha
 
 
-def plans_at(t: int) -> tuple[dict[str, str], ...]:
+def plans_at(t: int, start: float = SIM_START) -> tuple[dict[str, str], ...]:
+    """The plans sent at script second ``t``, each stamped ``ts`` with the simulated time
+    (see the module docstring: the plan-age gate then measures simulated ages)."""
     symbol = SYMBOLS[t % len(SYMBOLS)]
     rnd = t // len(SYMBOLS)
+    stamp = str(int(start + t))
     plan = {"plan_id": f"demo-{t:04d}-{symbol}", "symbol": symbol,
             "side": "BUY" if rnd % 2 == 0 else "SELL",
-            "notional_usd": str(NOTIONALS[t % len(NOTIONALS)])}
+            "notional_usd": str(NOTIONALS[t % len(NOTIONALS)]), "ts": stamp}
     if t != BAD_PLAN_SEC:
         return (plan,)
     bad = {"plan_id": f"demo-{t:04d}-bad", "symbol": "ETHUSDT", "side": "BUY",
-           "notional_usd": "lots"}
+           "notional_usd": "lots", "ts": stamp}
     return (plan, bad)
 
 
@@ -187,4 +197,4 @@ def market_second(t: int, start: float = SIM_START) -> MarketSecond:
                                "efficiency_score", score, "confidence", conf,
                                "ts", str(int(start + ts)), "mode", "demo"))
     return MarketSecond(t, PHASES[min(t // PHASE_SEC, len(PHASES) - 1)], regime, drawdown,
-                        equity, tuple(writes), plans_at(t))
+                        equity, tuple(writes), plans_at(t, start))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 from governor_core.keys import (
+    ALLOCATION_ERROR_STREAM,
     BUDGET_PREFIX,
     CLUSTER_MAP_KEY,
     DECISION_STREAM,
@@ -139,7 +140,8 @@ def prove(run: ProofRun) -> None:
     for symbol in BUDGETS:
         run.footprint.own(*(prefix + symbol for prefix in (
             BUDGET_PREFIX, TARGET_PREFIX, PROPOSAL_PREFIX, EFFICIENCY_PREFIX)))
-    run.footprint.share_stream(run.client, DECISION_STREAM, PROPOSAL_STREAM)
+    run.footprint.share_stream(run.client, DECISION_STREAM, PROPOSAL_STREAM,
+                               ALLOCATION_ERROR_STREAM)
     targets_before = live_targets(run)
 
     setup(run)

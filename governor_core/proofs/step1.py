@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from governor_core.keys import (
+    ALLOCATION_ERROR_STREAM,
     BUDGET_PREFIX,
     DECISION_STREAM,
     EFFICIENCY_PREFIX,
@@ -80,7 +81,8 @@ def prove(run: ProofRun) -> None:
     for symbol in SYMBOLS:
         run.footprint.own(*(prefix + symbol for prefix in (
             BUDGET_PREFIX, TARGET_PREFIX, PROPOSAL_PREFIX, EFFICIENCY_PREFIX)))
-    run.footprint.share_stream(run.client, DECISION_STREAM, PROPOSAL_STREAM)
+    run.footprint.share_stream(run.client, DECISION_STREAM, PROPOSAL_STREAM,
+                               ALLOCATION_ERROR_STREAM)
 
     setup(run)
     service = run.start("quantum-allocation", {

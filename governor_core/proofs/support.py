@@ -121,6 +121,20 @@ class ProofRun:
         self.services.append(service)
         return service
 
+    def command(self, command: str, *args: str, timeout: float = 60.0
+                ) -> subprocess.CompletedProcess[str]:
+        """Run an operator command (``quantum-governor kill on …``) on the proof's Redis, as
+        an operator would: :data:`INHERITED_ENV` plus ``REDIS_URL``; its output captured. A
+        command that is not installed gives exit status 127 and says so on stderr."""
+        binary = find_command(command)
+        if binary is None:
+            return subprocess.CompletedProcess([command, *args], 127, "",
+                                               f"{command} not found")
+        child_env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+        child_env["REDIS_URL"] = self.redis_url
+        return subprocess.run([binary, *args], env=child_env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
     def stop_all(self) -> None:
         """Stop every service still running (the caller's clean-up; idempotent)."""
         for service in self.services:
@@ -153,10 +167,13 @@ def service_health(run: ProofRun, service: Service, code: int) -> None:
 class Proof:
     """A proof: ``absent_keys`` and ``absent_patterns`` (``SCAN MATCH`` patterns) name what
     it writes or its services act on and may not share with anyone, so it refuses a database
-    holding one even with ``--force``."""
+    holding one even with ``--force``. ``empty_database_only``: it switches state every
+    service of the database obeys (the kill switch, the allocation mode), so on a given
+    ``--redis-url`` it runs only when the database holds no key at all, ``--force`` or not."""
 
     name: str
     title: str
     prove: Callable[[ProofRun], None]
     absent_keys: tuple[str, ...] = ()
     absent_patterns: tuple[str, ...] = ()
+    empty_database_only: bool = False

@@ -102,7 +102,7 @@ def tick(mode: str, now: float = NOW) -> AllocationTick:
     return AllocationTick(now, mode, 100_000.0, 0.0,
                           (target("BTCUSDT", 20_000.0), target("ETHUSDT", 10_000.0),
                            target("XRPUSDT", 5_000.0), target("ADAUSDT", 1_000.0)),
-                          40_000.0, 60_000.0)
+                          40_000.0, 60_000.0, config_id="0123456789ab")
 
 
 def host_reads(plugin, client, symbols, now):
@@ -141,7 +141,8 @@ def test_plugin_writes_only_its_own_keys_in_either_mode(real_redis, mode, read_b
     assert entries["BTCUSDT"] == {
         "ts_epoch": "1800000000", "symbol": "BTCUSDT", "base_target": "20000",
         "proposed_target": "28000", "multiplier": "1.4000", "eff_score": "0.9000",
-        "eff_confidence": "0.9000", "eff_stale": "0", "reason": "ok", "mode": "shadow"}
+        "eff_confidence": "0.9000", "eff_stale": "0", "reason": "ok", "mode": "shadow",
+        "config_id": "0123456789ab"}  # the host's, from the tick (SPEC 8)
     assert entries["ETHUSDT"]["reason"] == "low_conf"
     assert (entries["XRPUSDT"]["reason"], entries["XRPUSDT"]["eff_stale"]) == ("stale_eff", "1")
     assert entries["ADAUSDT"]["reason"] == "invalid_eff"

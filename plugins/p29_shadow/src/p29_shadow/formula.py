@@ -11,6 +11,7 @@ With the defaults: score 0.0 → 0.5, 0.3 → 0.8, 0.5 → 1.0, 0.9 → 1.4, 1.0
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from governor_core.plugin_api import (
     TARGET_PREFIX,
     CommandTemplate,
     ConfigError,
+    EfficiencyReader,
     EfficiencyReading,
     EnvReader,
     Group,
@@ -44,7 +46,7 @@ LIVE_TARGET_PREFIX = TARGET_PREFIX
 #: A proposal's stream entry fields, in order; its hash holds them and
 #: ``last_update_ts_epoch``.
 PROPOSAL_FIELDS = ("ts_epoch", "symbol", "base_target", "proposed_target", "multiplier",
-                   "eff_score", "eff_confidence", "eff_stale", "reason", "mode")
+                   "eff_score", "eff_confidence", "eff_stale", "reason", "mode", "config_id")
 #: Every proposal's ``mode``: it is never a live target.
 PROPOSAL_MODE = "shadow"
 
@@ -96,9 +98,11 @@ def propose(base_target: float, reading: EfficiencyReading,
 
 
 def proposal_fields(symbol: str, base_target: float, proposal: ShadowProposal,
-                    reading: EfficiencyReading, ts_epoch: int) -> dict[str, str]:
+                    reading: EfficiencyReading, ts_epoch: int,
+                    config_id: str = "") -> dict[str, str]:
     """The stream entry of SPEC 4.1, in :data:`PROPOSAL_FIELDS` order; USD amounts
-    formatted as the host's targets."""
+    formatted as the host's targets; ``config_id`` is the allocation host's (its snapshot
+    holds this plugin's settings, SPEC 8)."""
     return {
         "ts_epoch": str(ts_epoch),
         "symbol": symbol,
@@ -110,6 +114,7 @@ def proposal_fields(symbol: str, base_target: float, proposal: ShadowProposal,
         "eff_stale": "1" if reading.stale else "0",
         "reason": proposal.reason,
         "mode": PROPOSAL_MODE,
+        "config_id": config_id,
     }
 
 
@@ -132,7 +137,7 @@ def _reading_columns(readings: list[EfficiencyReading]) -> Mapping[str, list[str
 def proposal_chunks(config: ShadowConfig, ts_epoch: int, symbols: Sequence[str],
                     base_targets: Sequence[float], multipliers: Sequence[float],
                     readings: Sequence[EfficiencyReading],
-                    chunk_symbols: int) -> Iterator[Packed]:
+                    chunk_symbols: int, config_id: str = "") -> Iterator[Packed]:
     """One loop's writes, straight to RESP: per symbol the stream entry, the proposal hash
     and its TTL, with exactly the fields of :func:`proposal_fields` (a test decodes them and
     compares), in chunks of ``chunk_symbols`` symbols.
@@ -144,7 +149,7 @@ def proposal_chunks(config: ShadowConfig, ts_epoch: int, symbols: Sequence[str],
     ts = str(ts_epoch)
     per_loop = {"stream": config.stream, "stream_maxlen": str(config.stream_maxlen),
                 "ts_epoch": ts, "mode": PROPOSAL_MODE, "last_update_ts_epoch": ts,
-                "ttl": str(config.key_ttl_sec)}
+                "ttl": str(config.key_ttl_sec), "config_id": config_id}
     per_symbol = {
         "symbol": symbols,
         "key": [PROPOSED_PREFIX + symbol for symbol in symbols],
@@ -156,3 +161,68 @@ def proposal_chunks(config: ShadowConfig, ts_epoch: int, symbols: Sequence[str],
     yield from _PROPOSAL_ROW.chunks(
         tick=per_loop, columns=per_symbol, groups=[Group(readings, _reading_columns)],
         chunk_rows=chunk_symbols)
+
+
+# -- what-if (``quantum-governor what-if``, SPEC 8) ------------------------------------------
+
+#: The proposal fields a replay recomputes from the entry's reading and compares with the
+#: recorded ones. It also recomputes ``proposed_target``, but from the recorded
+#: ``base_target`` (8 decimals), so that one may differ from the record in the 8th decimal
+#: with nothing changed: it is reported (summed), not compared.
+REPLAYED_FIELDS = ("multiplier", "reason")
+#: Recorded reasons judged again (only the confidence rule can change them; see
+#: ``p31_efficiency``'s replay, which follows the same rule).
+REJUDGED_REASONS = ("ok", "low_conf")
+
+
+def _amount(text: str | None) -> float | None:
+    """A recorded USD amount (``fmt_usd``'s plain decimal), or None when unusable."""
+    try:
+        value = float(text) if text else math.nan
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0.0 else None
+
+
+def recorded_reading(entry: Mapping[str, str], reader: EfficiencyReader) -> EfficiencyReading:
+    """The reading a proposal entry records, judged again by ``reader``'s rules when it was
+    ``ok`` or ``low_conf``; the entry has no reading age, so a fresh reading stays fresh and
+    a stale one stays ``stale_eff`` (``P31_STALE_SEC`` cannot be replayed)."""
+    reason = entry.get("reason", "")
+    score_text = entry.get("eff_score") or None
+    if reason in REJUDGED_REASONS and score_text is not None:
+        return reader.judge([[score_text, entry.get("eff_confidence") or None, "0"]], 0.0)[0]
+    return EfficiencyReading(reason, stale=entry.get("eff_stale") == "1")
+
+
+def replay_proposals(entries: Sequence[Mapping[str, str]],
+                     config: ShadowConfig) -> list[dict[str, str] | None]:
+    """Each recorded proposal's :data:`REPLAYED_FIELDS` and ``proposed_target`` recomputed
+    under ``config`` by :func:`propose`, as the plugin computes them; ``None`` for an entry
+    without ``reason`` or a usable ``base_target``. Never raises."""
+    reader = EfficiencyReader(min_conf=config.min_conf, stale_sec=config.stale_sec)
+    replayed: list[dict[str, str] | None] = []
+    for entry in entries:
+        base_target = _amount(entry.get("base_target"))
+        if "reason" not in entry or base_target is None:
+            replayed.append(None)
+            continue
+        reading = recorded_reading(entry, reader)
+        proposal = propose(base_target, reading, config)
+        replayed.append({"proposed_target": fmt_usd(proposal.proposed_target),
+                         "multiplier": fmt4(proposal.multiplier), "reason": proposal.reason})
+    return replayed
+
+
+#: How ``quantum-governor what-if`` finds this formula: through the plugin's entry point
+#: (``p29_shadow.plugin:plugin``), in the ``formula`` module of its package. ``stream``
+#: names the evidence's stream under a configuration.
+WHAT_IF = {
+    "evidence": "proposals",
+    "config": ShadowConfig,
+    "replay": replay_proposals,
+    "fields": REPLAYED_FIELDS,
+    "stream": lambda config: config.stream,
+    "fixed": {"P31_STALE_SEC": "a proposal records whether its reading was stale, not its "
+                               "age: recorded staleness is kept"},
+}

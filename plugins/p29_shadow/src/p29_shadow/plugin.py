@@ -115,7 +115,8 @@ class ShadowProposerPlugin:
         writes = CommandStream(redis)
         for chunk in proposal_chunks(config, int(now), symbols,
                                      [target.target_usd for target in tick.targets],
-                                     multipliers, readings, CHUNK_SYMBOLS):
+                                     multipliers, readings, CHUNK_SYMBOLS,
+                                     config_id=tick.config_id):
             writes.send([chunk])
         refused = writes.refusals()
         if refused:

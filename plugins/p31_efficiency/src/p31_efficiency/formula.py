@@ -13,10 +13,12 @@ the design: score 0.2, threshold 0.45, min 0.25, max 120 s → factor 0.4444, co
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from governor_core.plugin_api import (
     ConfigError,
+    EfficiencyReader,
     EfficiencyReading,
     EnvReader,
     fmt4,
@@ -80,3 +82,62 @@ def hint_fields(reading: EfficiencyReading, hint: DownsizeHint) -> dict[str, str
         "downsize_factor": factor,
         "extra_cooldown_sec": str(hint.extra_cooldown_sec),
     }
+
+
+# -- what-if (``quantum-governor what-if``, SPEC 8) ------------------------------------------
+
+#: The permit fields that record the hint's inputs (kept as recorded by a replay) and those
+#: the formula computes from them (recomputed).
+INPUT_FIELDS = ("eff_score", "eff_confidence", "eff_stale")
+OUTPUT_FIELDS = ("eff_factor", "eff_action", "eff_reason", "downsize_factor",
+                 "extra_cooldown_sec")
+#: Recorded reasons judged again by a replay: only these readings had a usable score and
+#: confidence, so only the confidence rule (``P31_MIN_CONF``) can change their reason. The
+#: others are kept: missing, malformed or unreadable data stays so under any setting.
+REJUDGED_REASONS = ("ok", "low_conf")
+
+
+def recorded_reading(permit: Mapping[str, str], reader: EfficiencyReader) -> EfficiencyReading:
+    """The reading a permit records (``eff_score``, ``eff_confidence``, ``eff_reason``),
+    judged again by ``reader``'s rules when it was ``ok`` or ``low_conf``.
+
+    The record has no reading age: a reading that was fresh when the permit was issued is
+    judged fresh (``ts`` = ``now``), and a stale one stays ``stale_eff``. So a change of
+    ``P31_EFF_TTL_SEC`` cannot be replayed (see :data:`WHAT_IF`)."""
+    reason = permit.get("eff_reason", "")
+    score_text = permit.get("eff_score") or None
+    if reason in REJUDGED_REASONS and score_text is not None:
+        return reader.judge([[score_text, permit.get("eff_confidence") or None, "0"]], 0.0)[0]
+    return EfficiencyReading(reason, stale=permit.get("eff_stale") == "1")
+
+
+def replay_permits(permits: Sequence[Mapping[str, str]],
+                   config: EfficiencyConfig) -> list[dict[str, str] | None]:
+    """Each recorded permit's :data:`OUTPUT_FIELDS` recomputed under ``config`` by
+    :func:`downsize_hint` and :func:`hint_fields`, the same functions the plugin runs;
+    ``None`` for a permit without ``eff_reason`` (this plugin wrote nothing on it). Never
+    raises: malformed recorded values are judged as malformed efficiency data is."""
+    reader = EfficiencyReader(min_conf=config.min_conf, stale_sec=config.eff_ttl_sec)
+    replayed: list[dict[str, str] | None] = []
+    for permit in permits:
+        if "eff_reason" not in permit:
+            replayed.append(None)
+            continue
+        reading = recorded_reading(permit, reader)
+        fields = hint_fields(reading, downsize_hint(reading, config))
+        replayed.append({name: fields[name] for name in OUTPUT_FIELDS})
+    return replayed
+
+
+#: How ``quantum-governor what-if`` finds this formula: through the plugin's entry point
+#: (``p31_efficiency.plugin:plugin``), in the ``formula`` module of its package. ``config``
+#: validates the settings (``from_env``) and lists them (its :func:`setting` fields);
+#: ``fixed`` names the settings a replay cannot honour, and why.
+WHAT_IF = {
+    "evidence": "permits",
+    "config": EfficiencyConfig,
+    "replay": replay_permits,
+    "fields": OUTPUT_FIELDS,
+    "fixed": {"P31_EFF_TTL_SEC": "a permit records whether its reading was stale, not its "
+                                 "age: recorded staleness is kept"},
+}
