@@ -78,6 +78,7 @@ COMMANDS: Mapping[str, Mapping[str, Sequence[Command]]] = {
             ("EXPIRE", _PERMIT, "60"),
             ("XADD", PERMIT_STREAM, *_XADD), ("XADD", DEAD_STREAM, *_XADD),
             ("XACK", PLAN_STREAM, "governor", "0-1"),
+            ("WAIT", "1", "1000"),  # after each batch when GOVERNOR_WAIT_REPLICAS > 0
         ),
         "p31_efficiency": (("HMGET", EFFICIENCY_PREFIX + SYMBOL, "efficiency_score"),),
     },

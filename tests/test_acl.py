@@ -262,6 +262,7 @@ def test_the_operator_commands_run_under_the_ops_user(server: RedisServer,
     ("governor", "-xinfo|consumers", "XINFO CONSUMERS"),
     ("governor", "-xgroup|delconsumer", "XGROUP DELCONSUMER"),
     ("governor", "-hsetnx", "HSETNX quantum:config:snapshot:"),
+    ("governor", "-wait", "WAIT"),
     ("allocation", "-unlink", "UNLINK quantum:allocation:target:"),
     ("allocation", "-get", "GET quantum:config:allocation.mode"),
 ])
