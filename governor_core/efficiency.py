@@ -194,15 +194,18 @@ class EfficiencyReader:
             return [REDIS_ERROR] * len(symbols)
         return self.judge(replies, now)
 
-    def judge(self, replies: Sequence[object], now: float) -> list[EfficiencyReading]:
+    def judge(self, replies: Sequence[object], now: float,
+              symbols: Sequence[str] | None = None) -> list[EfficiencyReading]:
         """The readings of :meth:`commands`' replies, in order (a refused command, e.g.
         ``WRONGTYPE`` for a key that is not a hash, is ``invalid_eff``).
 
         A hash with a ``confidence`` or ``ts`` but no ``efficiency_score`` is logged (a
         warning naming the key and the fields found), at most once per symbol per
-        :data:`LOG_INTERVAL_SEC`; the symbols are those of the last :meth:`commands` call,
-        whose replies these are."""
+        :data:`LOG_INTERVAL_SEC`; the replies are those of ``symbols`` (by default the
+        symbols of the last :meth:`commands` call, whose replies these are)."""
         memory, max_entries = self._parsed, self.max_entries
+        if symbols is not None:
+            self._symbols = symbols
         symbols = self._symbols
         # Remembered per symbol; replies that are not those of the last commands() are
         # remembered per position (harmless: a memory is used only for equal texts).

@@ -109,7 +109,7 @@ def test_plugin_hooks_never_raise(contents: dict[str, dict[str, str] | None]) ->
     # The same batch read by the host (read_commands) gives the same fields.
     symbols = sorted(contents)
     other, _ = configured_plugin()
-    asked = other.read_commands(host="governor", symbols=symbols)
+    asked = other.read_commands(host="governor", symbols=symbols, now=NOW)
     hosted = other.on_permit_batch(plans=plans, redis=None, now=NOW, reads=Reads(
         tuple(symbols), execute_commands(client, asked)))
     assert hosted == batch
@@ -151,7 +151,7 @@ def test_wrong_typed_efficiency_key_is_invalid_not_an_exception(fake_redis) -> N
     plugin, _ = configured_plugin()
     plan = Plan("1-0", "p1", "BTCUSDT", "BUY", 10.0, None)
     for reads in (None, Reads(("BTCUSDT",), execute_commands(
-            fake_redis, plugin.read_commands(host="governor", symbols=["BTCUSDT"])))):
+            fake_redis, plugin.read_commands(host="governor", symbols=["BTCUSDT"], now=NOW)))):
         batch = plugin.on_permit_batch(plans=[plan], redis=fake_redis, now=NOW, reads=reads)
         fields = plugin.on_issue_permit(plan=plan, batch=batch)
         assert fields is not None

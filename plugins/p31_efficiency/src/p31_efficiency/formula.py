@@ -36,6 +36,10 @@ class EfficiencyConfig:
     min_factor: float = setting("P31_MIN_FACTOR", 0.25, min=0.0, max=1.0)
     max_extra_cooldown_sec: int = setting("P31_MAX_EXTRA_COOLDOWN_SEC", 120, min=0)
     eff_ttl_sec: float = setting("P31_EFF_TTL_SEC", 600.0, min=0.0)
+    #: A symbol's efficiency hash is read again once its last read is this old (0: every
+    #: batch). See :mod:`p31_efficiency.plugin`: at 1,000 symbols each plan of a drain
+    #: would otherwise read a hash of its own.
+    reread_sec: float = setting("P31_REREAD_SEC", 1.0, min=0.0, max=60.0)
 
     @classmethod
     def from_env(cls, env: EnvReader) -> EfficiencyConfig:
@@ -139,5 +143,7 @@ WHAT_IF = {
     "replay": replay_permits,
     "fields": OUTPUT_FIELDS,
     "fixed": {"P31_EFF_TTL_SEC": "a permit records whether its reading was stale, not its "
-                                 "age: recorded staleness is kept"},
+                                 "age: recorded staleness is kept",
+              "P31_REREAD_SEC": "when a hash was read again changes what was read, which "
+                                "the record cannot tell"},
 }
