@@ -216,7 +216,10 @@ class EfficiencyReader:
         append = readings.append
         for slot, reply in zip(slots, replies, strict=True):
             if type(reply) is not list or len(reply) != 3:
-                append(INVALID)  # e.g. WRONGTYPE: the key is not a hash
+                # WRONGTYPE: the key is not a hash (malformed data); any other refusal
+                # (NOPERM of an ACL, OOM…) is Redis's, not the data's
+                append(REDIS_ERROR if isinstance(reply, Exception) and not str(
+                    reply).startswith("WRONGTYPE") else INVALID)
                 continue
             if reply[0] is None:
                 if reply[1] is None and reply[2] is None:

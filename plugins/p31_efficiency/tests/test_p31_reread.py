@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fakeredis
 import pytest
+import redis
 from p31_efficiency.plugin import EfficiencyPlugin
 from prometheus_client import CollectorRegistry
 
@@ -87,3 +88,20 @@ def test_without_the_host_reads_the_plugin_reads_for_itself() -> None:
     assert fields["BTCUSDT"]["eff_score"] == "0.2000"
     read, _ = batch(plugin, client, ["BTCUSDT"], T0 + 0.1)
     assert read == ["BTCUSDT"]
+
+
+@pytest.mark.parametrize(("reply", "reason"), [
+    (redis.ResponseError("WRONGTYPE Operation against a key holding the wrong "
+                                       "kind of value"), "invalid_eff"),
+    (redis.exceptions.NoPermissionError(
+        "this user has no permissions to access one of the keys"), "redis_error"),
+    (redis.exceptions.OutOfMemoryError("command not allowed"), "redis_error"),
+])
+def test_a_refused_read_is_the_data_s_fault_only_for_wrongtype(reply: Exception,
+                                                               reason: str) -> None:
+    plugin = plugin_with({})
+    plugin.read_commands(host="governor", symbols=["BTCUSDT"], now=T0)
+    plans = [Plan("1-0", "p1", "BTCUSDT", "BUY", 10.0, None)]
+    fields = plugin.on_permit_batch(plans=plans, redis=None, now=T0,
+                                    reads=Reads(("BTCUSDT",), [reply]))
+    assert fields["BTCUSDT"]["eff_reason"] == reason
