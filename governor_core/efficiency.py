@@ -65,6 +65,8 @@ class EfficiencyReading(NamedTuple):
 MISSING = EfficiencyReading("missing_eff")
 INVALID = EfficiencyReading("invalid_eff")
 REDIS_ERROR = EfficiencyReading("redis_error")
+#: The recorded reasons a replay judges again (``EfficiencyReader.recorded``).
+REJUDGED_REASONS = ("ok", "low_conf")
 #: The fields the rules use; plugins read only these (``HMGET``).
 EFFICIENCY_FIELDS = ("efficiency_score", "confidence", "ts")
 
@@ -238,6 +240,20 @@ class EfficiencyReader:
                 memory[slot] = (reply.copy(), parsed)  # a caller may reuse its list
             append(_judge(parsed, now, min_conf, stale_sec))
         return readings
+
+    def recorded(self, reason: str, score_text: str | None, confidence_text: str | None,
+                 stale: bool) -> EfficiencyReading:
+        """The reading a permit or proposal records (its reason, ``eff_score``,
+        ``eff_confidence``, ``eff_stale``), judged again by these rules when it was ``ok``
+        or ``low_conf`` (:data:`REJUDGED_REASONS`): what ``what-if`` replays.
+
+        The record has no reading age: a reading that was fresh when it was recorded is
+        judged fresh (``ts`` = ``now``), and a stale one stays ``stale_eff``, so a change of
+        the staleness setting cannot be replayed; missing, malformed or unreadable data
+        stays so under any setting."""
+        if reason in REJUDGED_REASONS and score_text:
+            return self.judge([[score_text, confidence_text or None, "0"]], 0.0)[0]
+        return EfficiencyReading(reason, stale=stale)
 
     def _no_score(self, index: int, count: int, texts: tuple[str | None, ...],
                   now: float) -> None:

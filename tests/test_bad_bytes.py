@@ -10,6 +10,7 @@ real server (one flush per example), with an oracle written from the documented 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,11 +20,13 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from governor_core.allocation.config import AllocationConfig
+from governor_core.allocation.ops import clear_live_targets
 from governor_core.allocation.service import AllocationService
 from governor_core.config import EnvReader, GovernorConfig, RedisSettings
 from governor_core.efficiency import EfficiencyReader
 from governor_core.governor.inputs import gate_commands, judge_gates
 from governor_core.governor.service import GovernorService
+from governor_core.ledger import format_entries
 from governor_core.plans import Plan, parse_plan
 from governor_core.plugins import build_plugin_host
 from governor_core.redis_io import connect, execute_commands
@@ -386,3 +389,47 @@ def test_escaped_and_shown(text, escaped_text, shown_text) -> None:
 
     assert escaped(text) == escaped_text and shown(text) == shown_text
     escaped_text.encode()
+
+
+# -- names housekeeping and the operator commands handle ------------------------------
+
+
+def test_an_idle_consumer_with_a_bad_byte_in_its_name_is_deleted(
+        clients: tuple[redis.Redis, redis.Redis]) -> None:
+    prod, raw = clients
+    service = governor(prod, {"GOVERNOR_CONSUMER_IDLE_DELETE_SEC": "1"})
+    raw.xreadgroup("governor", b"dead-" + BAD, {PLANS: ">"}, count=1)
+    time.sleep(1.1)
+    service.step()  # the first step runs the claim round and its housekeeping
+    names = [c["name"] for c in raw.xinfo_consumers(PLANS, "governor")]
+    assert b"dead-" + BAD not in names
+
+
+def test_clear_targets_deletes_a_target_whose_name_has_a_bad_byte(
+        clients: tuple[redis.Redis, redis.Redis]) -> None:
+    prod, raw = clients
+    raw.hset(b"quantum:allocation:target:BTC" + BAD, b"target_usd", b"1")
+    raw.hset(b"quantum:allocation:target:ETHUSDT", b"target_usd", b"1")
+    raw.hset(b"quantum:allocation:target:proposed:ETHUSDT", b"target_usd", b"1")
+    assert clear_live_targets(prod) == 2
+    assert raw.keys(b"quantum:allocation:target:*") == [
+        b"quantum:allocation:target:proposed:ETHUSDT"]
+
+
+@pytest.mark.parametrize("ts", ["1e400", "9" * 400, "x\udcff", "", "-5"])
+def test_a_ledger_line_with_an_impossible_time_is_shown_as_written(ts: str) -> None:
+    (line,) = format_entries([("1-0", {"ts": ts, "action": "kill", "who": "ops"})])
+    assert "kill" in line and "ops" in line
+
+
+def test_an_unreadable_cap_key_is_logged_once_a_minute(
+        clients: tuple[redis.Redis, redis.Redis], caplog: pytest.LogCaptureFixture,
+        redis_server: RedisServer) -> None:
+    prod, raw = clients
+    raw.set("quantum:portfolio:budget:ADAUSDT", "a string, not a hash")
+    caplog.set_level(logging.WARNING, "quantum.governor")
+    for _ in range(50):
+        commands = gate_commands(["ADAUSDT"])
+        judge_gates(["ADAUSDT"], execute_commands(prod, commands))
+    lines = [r for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]

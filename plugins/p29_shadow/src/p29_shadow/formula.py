@@ -170,11 +170,6 @@ def proposal_chunks(config: ShadowConfig, ts_epoch: int, symbols: Sequence[str],
 #: ``base_target`` (8 decimals), so that one may differ from the record in the 8th decimal
 #: with nothing changed: it is reported (summed), not compared.
 REPLAYED_FIELDS = ("multiplier", "reason")
-#: Recorded reasons judged again (only the confidence rule can change them; see
-#: ``p31_efficiency``'s replay, which follows the same rule).
-REJUDGED_REASONS = ("ok", "low_conf")
-
-
 def _amount(text: str | None) -> float | None:
     """A recorded USD amount (``fmt_usd``'s plain decimal), or None when unusable."""
     try:
@@ -182,17 +177,6 @@ def _amount(text: str | None) -> float | None:
     except ValueError:
         return None
     return value if math.isfinite(value) and value >= 0.0 else None
-
-
-def recorded_reading(entry: Mapping[str, str], reader: EfficiencyReader) -> EfficiencyReading:
-    """The reading a proposal entry records, judged again by ``reader``'s rules when it was
-    ``ok`` or ``low_conf``; the entry has no reading age, so a fresh reading stays fresh and
-    a stale one stays ``stale_eff`` (``P31_STALE_SEC`` cannot be replayed)."""
-    reason = entry.get("reason", "")
-    score_text = entry.get("eff_score") or None
-    if reason in REJUDGED_REASONS and score_text is not None:
-        return reader.judge([[score_text, entry.get("eff_confidence") or None, "0"]], 0.0)[0]
-    return EfficiencyReading(reason, stale=entry.get("eff_stale") == "1")
 
 
 def replay_proposals(entries: Sequence[Mapping[str, str]],
@@ -207,7 +191,8 @@ def replay_proposals(entries: Sequence[Mapping[str, str]],
         if "reason" not in entry or base_target is None:
             replayed.append(None)
             continue
-        reading = recorded_reading(entry, reader)
+        reading = reader.recorded(entry["reason"], entry.get("eff_score"),
+                                  entry.get("eff_confidence"), entry.get("eff_stale") == "1")
         proposal = propose(base_target, reading, config)
         replayed.append({"proposed_target": fmt_usd(proposal.proposed_target),
                          "multiplier": fmt4(proposal.multiplier), "reason": proposal.reason})

@@ -95,26 +95,6 @@ def hint_fields(reading: EfficiencyReading, hint: DownsizeHint) -> dict[str, str
 INPUT_FIELDS = ("eff_score", "eff_confidence", "eff_stale")
 OUTPUT_FIELDS = ("eff_factor", "eff_action", "eff_reason", "downsize_factor",
                  "extra_cooldown_sec")
-#: Recorded reasons judged again by a replay: only these readings had a usable score and
-#: confidence, so only the confidence rule (``P31_MIN_CONF``) can change their reason. The
-#: others are kept: missing, malformed or unreadable data stays so under any setting.
-REJUDGED_REASONS = ("ok", "low_conf")
-
-
-def recorded_reading(permit: Mapping[str, str], reader: EfficiencyReader) -> EfficiencyReading:
-    """The reading a permit records (``eff_score``, ``eff_confidence``, ``eff_reason``),
-    judged again by ``reader``'s rules when it was ``ok`` or ``low_conf``.
-
-    The record has no reading age: a reading that was fresh when the permit was issued is
-    judged fresh (``ts`` = ``now``), and a stale one stays ``stale_eff``. So a change of
-    ``P31_EFF_TTL_SEC`` cannot be replayed (see :data:`WHAT_IF`)."""
-    reason = permit.get("eff_reason", "")
-    score_text = permit.get("eff_score") or None
-    if reason in REJUDGED_REASONS and score_text is not None:
-        return reader.judge([[score_text, permit.get("eff_confidence") or None, "0"]], 0.0)[0]
-    return EfficiencyReading(reason, stale=permit.get("eff_stale") == "1")
-
-
 def replay_permits(permits: Sequence[Mapping[str, str]],
                    config: EfficiencyConfig) -> list[dict[str, str] | None]:
     """Each recorded permit's :data:`OUTPUT_FIELDS` recomputed under ``config`` by
@@ -127,7 +107,8 @@ def replay_permits(permits: Sequence[Mapping[str, str]],
         if "eff_reason" not in permit:
             replayed.append(None)
             continue
-        reading = recorded_reading(permit, reader)
+        reading = reader.recorded(permit["eff_reason"], permit.get("eff_score"),
+                                  permit.get("eff_confidence"), permit.get("eff_stale") == "1")
         fields = hint_fields(reading, downsize_hint(reading, config))
         replayed.append({name: fields[name] for name in OUTPUT_FIELDS})
     return replayed
