@@ -43,6 +43,7 @@ from governor_core.governor.service import GovernorService
 from governor_core.keys import PLAN_STREAM
 from governor_core.plugins import build_plugin_host
 from governor_core.redis_io import connect
+from governor_core.runtime import freeze_startup_heap
 from governor_core.testing import RedisServer, free_port, start_redis
 from governor_core.testing.replay import TickRecorder, replay
 
@@ -95,6 +96,7 @@ def drain(server: RedisServer, count: int, disabled: frozenset[str],
               else connect(config.common.redis))
     service = GovernorService(config, client, plugins, registry)
     service.prepare()  # the consumer group and the scripts, as the run loop does
+    freeze_startup_heap()  # as run_service does before the loop
     done = 0
     with recorder or nullcontext():
         started = time.perf_counter()

@@ -31,6 +31,7 @@ per symbol in every governor batch, for a producer that also forgot ``ts``.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -122,6 +123,19 @@ def _judge(parsed: Parsed, now: float, min_conf: float, stale_sec: float) -> Eff
     return EfficiencyReading("ok", score, confidence)
 
 
+def steady_until(parsed: Parsed, now: float, stale_sec: float) -> float:
+    """Until when (exclusive) :func:`_judge` of ``parsed`` gives the verdict it gives at
+    ``now`` (for clock times from ``now`` on): a fresh reading turns stale after ``ts +
+    stale_sec``, one too far in the future becomes fresh at ``ts - FUTURE_SKEW_SEC``;
+    malformed and stale readings never change."""
+    score, confidence, ts = parsed
+    if score is None or confidence is None or ts is None:
+        return math.inf
+    if ts > now + FUTURE_SKEW_SEC:
+        return ts - FUTURE_SKEW_SEC
+    return ts + stale_sec if now - ts <= stale_sec else math.inf
+
+
 def read_efficiencies(redis: Any, symbols: list[str], now: float, *, min_conf: float,
                       stale_sec: float) -> list[EfficiencyReading]:
     """Every symbol's reading, in order, from one round trip (one ``HMGET`` per symbol).
@@ -197,14 +211,17 @@ class EfficiencyReader:
         return self.judge(replies, now)
 
     def judge(self, replies: Sequence[object], now: float,
-              symbols: Sequence[str] | None = None) -> list[EfficiencyReading]:
+              symbols: Sequence[str] | None = None,
+              until: list[float] | None = None) -> list[EfficiencyReading]:
         """The readings of :meth:`commands`' replies, in order (a refused command, e.g.
         ``WRONGTYPE`` for a key that is not a hash, is ``invalid_eff``).
 
         A hash with a ``confidence`` or ``ts`` but no ``efficiency_score`` is logged (a
         warning naming the key and the fields found), at most once per symbol per
         :data:`LOG_INTERVAL_SEC`; the replies are those of ``symbols`` (by default the
-        symbols of the last :meth:`commands` call, whose replies these are)."""
+        symbols of the last :meth:`commands` call, whose replies these are). With an
+        ``until`` list, each reading's :func:`steady_until` is appended to it: a caller may
+        keep the verdict until then instead of judging the same texts again."""
         memory, max_entries = self._parsed, self.max_entries
         if symbols is not None:
             self._symbols = symbols
@@ -222,6 +239,8 @@ class EfficiencyReader:
                 # (NOPERM of an ACL, OOM…) is Redis's, not the data's
                 append(REDIS_ERROR if isinstance(reply, Exception) and not str(
                     reply).startswith("WRONGTYPE") else INVALID)
+                if until is not None:
+                    until.append(0.0)  # judge again: a refusal may pass next time
                 continue
             if reply[0] is None:
                 if reply[1] is None and reply[2] is None:
@@ -229,6 +248,8 @@ class EfficiencyReader:
                 else:
                     append(INVALID)
                     self._no_score(len(readings) - 1, len(replies), tuple(reply), now)
+                if until is not None:
+                    until.append(math.inf)  # the same texts give the same verdict
                 continue
             last = memory.get(slot)
             if last is not None and last[0] == reply:
@@ -239,6 +260,8 @@ class EfficiencyReader:
                     memory.clear()
                 memory[slot] = (reply.copy(), parsed)  # a caller may reuse its list
             append(_judge(parsed, now, min_conf, stale_sec))
+            if until is not None:
+                until.append(steady_until(parsed, now, stale_sec))
         return readings
 
     def recorded(self, reason: str, score_text: str | None, confidence_text: str | None,

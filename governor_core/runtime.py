@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -112,6 +113,18 @@ def serve_metrics(prog: str, registry: CollectorRegistry, addr: str, port: int) 
     return server
 
 
+def freeze_startup_heap() -> None:
+    """Move every object alive now (modules, clients, plugins, the service) out of the
+    garbage collector's reach (:func:`gc.freeze`), so its full collections scan only what
+    the loop allocates since. Measured with ``bench/bench_governor.py``'s drain (5,000
+    plans over 1,000 symbols, 16 rounds each): the rounds that ran a full collection of the
+    start-up heap were 46-48k permits/s against 52-55k for the others; frozen, 51.5-54k,
+    against 53-56k with the collector off. Nothing frozen is ever freed, and nothing
+    frozen is garbage: these objects live as long as the process."""
+    gc.collect()
+    gc.freeze()
+
+
 def run_service(prog: str, host: str, load: Callable[[], Any],
                 build: Callable[..., HostService],
                 started: Callable[[Any], dict[str, str]] = lambda _config: {}) -> int:
@@ -142,6 +155,7 @@ def run_service(prog: str, host: str, load: Callable[[], Any],
     client = connect(config.common.redis)
     check_redis_access(prog, client, config.common.redis)
     service = build(config, client, plugins, registry, stop=stop)
+    freeze_startup_heap()
     logger = logging.getLogger(f"quantum.{host}")
     logger.info("%s started", host, extra={"url": config.common.redis.safe_url,
                                            "plugin": ",".join(plugins.active) or "-",

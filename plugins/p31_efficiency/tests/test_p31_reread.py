@@ -105,3 +105,20 @@ def test_a_refused_read_is_the_data_s_fault_only_for_wrongtype(reply: Exception,
     fields = plugin.on_permit_batch(plans=plans, redis=None, now=T0,
                                     reads=Reads(("BTCUSDT",), [reply]))
     assert fields["BTCUSDT"]["eff_reason"] == reason
+
+
+def test_a_kept_verdict_turns_stale_on_time_and_a_future_ts_turns_fresh() -> None:
+    """Verdicts of texts not read again are kept only while they hold
+    (``steady_until``): with a 60 s re-read window, a reading turns stale the batch after
+    its ``ts + P31_EFF_TTL_SEC``, and one 40 s ahead becomes fresh once it is 30 s ahead."""
+    client = fakeredis.FakeRedis(decode_responses=True)
+    score(client, "BTCUSDT", "0.2", T0 - 5.0)
+    score(client, "ETHUSDT", "0.2", T0 + 40.0)
+    plugin = plugin_with({"P31_REREAD_SEC": "60", "P31_EFF_TTL_SEC": "10"})
+    reasons = []
+    for later in (0.0, 4.9, 5.1, 9.9, 10.1):
+        read, fields = batch(plugin, client, ["BTCUSDT", "ETHUSDT"], T0 + later)
+        reasons.append((fields["BTCUSDT"]["eff_reason"], fields["ETHUSDT"]["eff_reason"]))
+        assert read == ([] if later else ["BTCUSDT", "ETHUSDT"])
+    assert reasons == [("ok", "invalid_eff"), ("ok", "invalid_eff"), ("stale_eff", "invalid_eff"),
+                       ("stale_eff", "invalid_eff"), ("stale_eff", "ok")]

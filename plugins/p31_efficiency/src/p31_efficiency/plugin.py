@@ -65,6 +65,9 @@ class EfficiencyPlugin:
         self._hints: dict[EfficiencyReading, tuple[DownsizeHint, dict[str, str]]] = {}
         #: symbol -> (when its hash was read, the texts read): what batches re-judge
         self._recent: dict[str, tuple[float, object]] = {}
+        #: symbol -> (judged at, kept until, its hint and fields): a verdict of texts not
+        #: read again, kept while the clock stays in the window it holds for
+        self._verdicts: dict[str, tuple[float, float, tuple[DownsizeHint, dict[str, str]]]] = {}
         #: the last read_commands: its batch's symbols and those it asked to read
         self._asked: tuple[tuple[str, ...], list[str]] | None = None
         self.applied = Counter("p32_eff_apply_total",
@@ -87,6 +90,7 @@ class EfficiencyPlugin:
         recent, reread = self._recent, self.config.reread_sec
         if len(recent) > self.reader.max_entries:
             recent.clear()  # bounded: every symbol is due again
+            self._verdicts.clear()
         due = []
         for symbol in symbols:
             last = recent.get(symbol)
@@ -114,19 +118,12 @@ class EfficiencyPlugin:
             return None
         plans_per_symbol = collections.Counter(plan.symbol for plan in plans)
         symbols = sorted(plans_per_symbol)
-        readings = self._readings(symbols, reads, redis, now)
         hints = SymbolFields()
         applied: collections.Counter[tuple[str, str]] = collections.Counter()
         factors = {}
-        known = self._hints
-        if len(known) > MAX_KNOWN_HINTS:
-            known.clear()
-        for symbol, reading in zip(symbols, readings, strict=True):
-            entry = known.get(reading)
-            if entry is None:
-                hint = downsize_hint(reading, config)
-                entry = known[reading] = (hint, hint_fields(reading, hint))
-            hint, hints[symbol] = entry
+        for symbol, (hint, fields) in zip(symbols, self._entries(symbols, reads, redis, now),
+                                          strict=True):
+            hints[symbol] = fields
             factors[symbol] = hint.factor
             applied[hint.action, hint.reason] += plans_per_symbol[symbol]
         for (action, reason), count in applied.items():
@@ -134,23 +131,55 @@ class EfficiencyPlugin:
         self.factor.update(factors)
         return hints
 
-    def _readings(self, symbols: list[str], reads: Reads | None, redis: Any,
-                  now: float) -> list[EfficiencyReading]:
-        """Each symbol's reading: the texts just read for those that were due, the ones
-        read last time for the others, all judged at ``now``. Without the reads asked for
-        (the host dropped them, or called no ``read_commands``) every hash is read here."""
+    def _entries(self, symbols: list[str], reads: Reads | None, redis: Any,
+                 now: float) -> list[tuple[DownsizeHint, dict[str, str]]]:
+        """Each symbol's hint and fields at ``now``: from the texts just read for those
+        that were due, else from those read last time (their verdict kept while it holds,
+        :func:`~governor_core.efficiency.steady_until`, else judged again). Without the
+        reads asked for (the host dropped them, or called no ``read_commands``) every hash
+        is read here."""
         asked, self._asked = self._asked, None
-        recent = self._recent
+        recent, verdicts = self._recent, self._verdicts
         if asked is None or asked[0] != tuple(symbols) or (
                 asked[1] and (reads is None or len(reads.replies) != len(asked[1]))):
-            readings = self.reader.read(redis, symbols, now)
-            for symbol in symbols:
-                recent.pop(symbol, None)  # read again next batch, through the host
-            return readings
+            for symbol in symbols:  # read again next batch, through the host
+                recent.pop(symbol, None)
+                verdicts.pop(symbol, None)
+            return [self._hint(reading) for reading in self.reader.read(redis, symbols, now)]
         if asked[1]:
             for symbol, reply in zip(asked[1], reads.replies, strict=True):
                 recent[symbol] = (now, reply)
-        return self.reader.judge([recent[symbol][1] for symbol in symbols], now, symbols)
+                verdicts.pop(symbol, None)
+        entries: list[tuple[DownsizeHint, dict[str, str]] | None] = []
+        judge: list[int] = []
+        for index, symbol in enumerate(symbols):
+            kept = verdicts.get(symbol)
+            if kept is not None and kept[0] <= now < kept[1]:
+                entries.append(kept[2])
+            else:
+                entries.append(None)
+                judge.append(index)
+        if judge:
+            names = [symbols[index] for index in judge]
+            until: list[float] = []
+            readings = self.reader.judge([recent[name][1] for name in names], now, names,
+                                         until)
+            for index, name, reading, end in zip(judge, names, readings, until, strict=True):
+                entry = entries[index] = self._hint(reading)
+                verdicts[name] = (now, end, entry)
+        return entries  # type: ignore[return-value]  # every None was filled
+
+    def _hint(self, reading: EfficiencyReading) -> tuple[DownsizeHint, dict[str, str]]:
+        """A reading's hint and fields, the same mapping object for the same reading (the
+        host reuses its check and encoding of it)."""
+        known = self._hints
+        entry = known.get(reading)
+        if entry is None:
+            if len(known) > MAX_KNOWN_HINTS:
+                known.clear()
+            hint = downsize_hint(reading, self.config)
+            entry = known[reading] = (hint, hint_fields(reading, hint))
+        return entry
 
     @hookimpl
     def on_issue_permit(self, plan: Plan, batch: dict[str, dict[str, str]] | None
