@@ -343,3 +343,20 @@ def test_numeric_settings_take_plain_ascii_decimals_only(value: str) -> None:
                                                  ("-1", -1.0), ("5.", 5.0)])
 def test_plain_decimal_settings_read(value: str, expected: float) -> None:
     assert EnvReader({"X_SEC": value}).float("X_SEC", 0.0) == expected
+
+
+def test_the_start_up_heap_is_frozen_out_of_full_collections() -> None:
+    """``run_service`` freezes what is alive before the loop (runtime.freeze_startup_heap):
+    the collector's full passes then scan only what the loop allocates."""
+    import gc
+
+    from governor_core.runtime import freeze_startup_heap
+
+    gc.unfreeze()
+    alive = len(gc.get_objects())
+    try:
+        freeze_startup_heap()
+        assert gc.get_freeze_count() >= alive * 0.9
+        assert len(gc.get_objects()) < alive * 0.1
+    finally:
+        gc.unfreeze()
