@@ -25,6 +25,7 @@ Usage: ``python bench/bench_allocation.py [--ticks N] [--sizes 100,1000,10000]
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -95,7 +96,7 @@ def bench(server: RedisServer, symbols: int, ticks: int, mode: str) -> Result:
     assert "p29_shadow" in plugins.active, plugins.statuses
     client = connect(config.common.redis)
     populate(client, symbols, START)
-    clock = iter(START + STEP_SEC * i for i in range(2 * ticks + 3))
+    clock = (START + STEP_SEC * i for i in itertools.count())  # each call a step later
     service = AllocationService(config, client, plugins, registry, clock=lambda: next(clock))
     service.prepare()  # the Lua scripts, as the run loop does
     service.step()  # warm-up: metric children, connection
