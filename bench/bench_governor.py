@@ -38,7 +38,8 @@ from pathlib import Path
 import redis
 from prometheus_client import CollectorRegistry
 
-from governor_core.config import EnvReader, GovernorConfig
+from governor_core.config import EnvReader
+from governor_core.governor.config import GovernorConfig
 from governor_core.governor.service import GovernorService
 from governor_core.keys import PLAN_STREAM
 from governor_core.plugins import build_plugin_host

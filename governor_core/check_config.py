@@ -17,15 +17,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from governor_core.config import (
-    CommonConfig,
-    ConfigError,
-    EnvReader,
-    GovernorConfig,
-    RedisSettings,
-    settings_of,
-)
+from governor_core.config import CommonConfig, ConfigError, EnvReader, settings_of
+from governor_core.governor.config import GovernorConfig
 from governor_core.plugins import PluginHost, PluginStatus, build_plugin_host, unknown_disabled
+from governor_core.redis_settings import RedisSettings
 
 #: Variables with these prefixes are the project's: one that nothing reads is a warning.
 PREFIXES = ("GOVERNOR_", "P29_", "P31_", "REDIS_", "QUANTUM_", "PROPOSE_", "LOOP_",
@@ -86,7 +81,7 @@ def core_settings() -> set[str]:
     few literal reads."""
     from governor_core.allocation.config import AllocationConfig
     from governor_core.allocation.formula import FormulaConfig
-    from governor_core.allocation.readiness import ReadinessConfig
+    from governor_core.allocation.readiness_model import ReadinessConfig
     from governor_core.ledger import LedgerConfig
 
     classes = (CommonConfig, GovernorConfig, AllocationConfig, FormulaConfig, ReadinessConfig,

@@ -10,13 +10,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from governor_core import __version__, feed, kill, ledger, proofs, whatif
+from governor_core import __version__, feed, kill, ledger, proofs, whatif_cli
 from governor_core.allocation.mode import mode_status_line
 from governor_core.check_config import plugin_hosts, plugin_state
-from governor_core.config import ConfigError, GovernorConfig, RedisSettings
+from governor_core.config import ConfigError
+from governor_core.governor.config import GovernorConfig
 from governor_core.logs import configure_logging
 from governor_core.plugins import build_plugin_host
 from governor_core.redis_io import connect
+from governor_core.redis_settings import RedisSettings
 from governor_core.runtime import StartupError, load_config, main_guard, run_service
 
 PROG = "quantum-governor"
@@ -49,7 +51,7 @@ def governor_main(argv: Sequence[str] | None = None) -> int:
     feed.add_parser(commands)
     kill.add_parser(commands)
     ledger.add_parser(commands)
-    whatif.add_parser(commands)
+    whatif_cli.add_parser(commands)
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -69,7 +71,7 @@ def governor_main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ledger":
         return main_guard(lambda: ledger.run(args), PROG, redis_url=args.redis_url)
     if args.command == "what-if":
-        return main_guard(lambda: whatif.run(args), PROG, redis_url=args.redis_url)
+        return main_guard(lambda: whatif_cli.run(args), PROG, redis_url=args.redis_url)
     return main_guard(lambda: demo_main(args), PROG, redis_url=args.redis_url)
 
 

@@ -30,11 +30,12 @@ from typing import Any
 
 import redis
 
-from governor_core.config import ConfigError, EnvReader, RedisSettings
+from governor_core.config import ConfigError, EnvReader
 from governor_core.formats import fmt_ts
 from governor_core.keys import BUDGET_PREFIX, EFFICIENCY_PREFIX, PLAN_STREAM
 from governor_core.parsing import SYMBOL_RE
 from governor_core.redis_io import connect
+from governor_core.redis_settings import RedisSettings
 from governor_core.runtime import StartupError, install_stop_signals
 
 PROG = "quantum-governor feed"

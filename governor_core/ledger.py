@@ -81,8 +81,9 @@ def read_ledger(client: redis.Redis, count: int) -> list[tuple[str, dict[str, st
 def connect_to(url: str | None, prog: str) -> redis.Redis:
     """A client for ``--redis-url`` if given, else the environment's Redis settings; a bad
     URL is a one-line :class:`~governor_core.runtime.StartupError` naming it."""
-    from governor_core.config import ConfigError, RedisSettings
+    from governor_core.config import ConfigError
     from governor_core.redis_io import connect
+    from governor_core.redis_settings import RedisSettings
     from governor_core.runtime import StartupError
 
     try:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from governor_core.config import RedisSettings, redact_text
 from governor_core.keys import (
     ALLOCATION_ERROR_STREAM,
     BUDGET_PREFIX,
@@ -37,6 +36,7 @@ from governor_core.keys import (
     TARGET_PREFIX,
 )
 from governor_core.redis_io import REDIS_OUTAGE_ERRORS, connect
+from governor_core.redis_settings import RedisSettings, redact_text
 from governor_core.runtime import is_access_error
 from governor_core.scripts import SCRIPTS
 

@@ -27,7 +27,7 @@ from typing import Any
 import redis
 from hiredis import pack_command
 
-from governor_core.config import RedisSettings
+from governor_core.redis_settings import RedisSettings
 from governor_core.scripts import SCRIPTS, is_noscript
 from governor_core.sentinel import sentinel_client
 from governor_core.wire import Packed

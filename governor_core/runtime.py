@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
-from governor_core.config import ConfigError, RedisSettings, redact_text
+from governor_core.config import ConfigError
+from governor_core.redis_settings import RedisSettings, redact_text
 
 if TYPE_CHECKING:
     from governor_core.host import HostService

@@ -1,5 +1,6 @@
 """Redis Sentinel: the production client of a primary that the sentinels name
-(``REDIS_SENTINELS``, ``REDIS_SENTINEL_MASTER``; :class:`~governor_core.config.RedisSettings`),
+(``REDIS_SENTINELS``, ``REDIS_SENTINEL_MASTER``;
+:class:`~governor_core.redis_settings.RedisSettings`),
 on redis-py's public :mod:`redis.sentinel` API. :func:`governor_core.redis_io.connect` calls
 :func:`sentinel_client` when sentinels are configured.
 """
@@ -15,7 +16,7 @@ from redis.connection import parse_url
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 if TYPE_CHECKING:
-    from governor_core.config import RedisSettings
+    from governor_core.redis_settings import RedisSettings
 
 log = logging.getLogger("quantum.redis")
 

@@ -1,6 +1,11 @@
-"""``quantum-governor what-if --set NAME=VALUE … [--window 1h] [--json]`` (SPEC 8).
+"""What-if (SPEC 8): the window's recorded evidence replayed under changed settings.
 
-Replays the window's recorded evidence (permit stream entries with their ``eff_*`` fields,
+This module is the replay: the plugins' replays found, the changes validated, the window
+read (:func:`replay_window`) and the report computed. The command ``quantum-governor
+what-if --set NAME=VALUE … [--window 1h] [--json]`` (its options, ``--window``, the text it
+prints) is :mod:`governor_core.whatif_cli`.
+
+It replays the window's recorded evidence (permit stream entries with their ``eff_*`` fields,
 proposal stream entries) through the plugins' own pure formulas under the current
 environment with the given settings changed. It reads two streams (``XRANGE``, in pages)
 and writes nothing; no service needs to run. The report is a pure function of the entries
@@ -29,13 +34,9 @@ the package, and the formula modules are where the pure functions live.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.metadata
-import json
 import math
-import os
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -44,11 +45,10 @@ from typing import Any
 
 import redis
 
-from governor_core.config import ConfigError, EnvReader, RedisSettings, settings_of
+from governor_core.config import ConfigError, EnvReader, settings_of
 from governor_core.keys import PERMIT_STREAM
 from governor_core.parsing import parse_decimal
 from governor_core.plugins import ENTRY_POINT_GROUP, canonical_name
-from governor_core.redis_io import connect
 from governor_core.runtime import StartupError
 
 PROG = "quantum-governor what-if"
@@ -56,7 +56,6 @@ PAGE = 5_000
 #: The multiplier quantiles reported (nearest rank: the value at rank ⌈q·n⌉ of the sorted
 #: values, so every reported value is one that occurred).
 QUANTILES = {"p0": 0.0, "p10": 0.10, "p50": 0.50, "p90": 0.90, "p100": 1.0}
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,17 +138,6 @@ def configure(replayers: Sequence[Replayer], env: Mapping[str, str],
             raise StartupError(f"{PROG}: configuration error ({where}, plugin "
                                f"{replayer.plugin}): {exc}") from None
     return configured
-
-
-def parse_window(text: str) -> float:
-    """``90``, ``90s``, ``30m``, ``1h``, ``2d`` as seconds (> 0)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text or "")
-    seconds = float(match.group(1)) * _UNITS[match.group(2)] if match else 0.0
-    if not 0 < seconds < math.inf:
-        raise StartupError(f"{PROG}: --window {text!r} is invalid: expected a duration "
-                           "such as 90s, 30m, 1h or 2d")
-    return seconds
-
 
 def read_stream(client: redis.Redis, stream: str, since_ms: int) -> list[dict[str, str]]:
     """Every entry of ``stream`` from ``since_ms`` (an entry id's time) on, oldest first,
@@ -287,38 +275,7 @@ def what_if(evidence: Mapping[str, Sequence[Mapping[str, str]]],
     return report
 
 
-# -- the command -------------------------------------------------------------------------------
-
-def add_parser(commands: Any) -> None:
-    """Add the ``what-if`` subcommand to ``commands`` (an ``add_subparsers()`` result)."""
-    parser = commands.add_parser(
-        "what-if", help="replay the recorded permits and proposals under changed settings",
-        description="Replay the window's permit and proposal stream entries through the "
-                    "plugins' formulas with the given settings changed, and show before/after. "
-                    "Reads only.")
-    parser.add_argument("--set", dest="changes", action="append", default=[],
-                        metavar="NAME=VALUE", help="a setting to change (repeatable)")
-    parser.add_argument("--window", default="1h", help="how far back (default 1h)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--redis-url", default=None,
-                        help="the Redis to read (default: REDIS_URL, else REDIS_HOST/PORT/DB)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """The ``what-if`` command: validate, read the window, print the report."""
-    env = dict(os.environ)
-    window = parse_window(args.window)
-    try:
-        where = (RedisSettings.from_url(args.redis_url, name="--redis-url")
-                 if args.redis_url is not None else RedisSettings.from_env(EnvReader(env)))
-    except ConfigError as exc:
-        raise StartupError(f"{PROG}: configuration error: {exc}") from None
-    report = replay_window(connect(where), args.changes, window, env)
-    text = json.dumps(report, indent=2) if args.json else format_report(report)
-    # A byte that was not UTF-8 (read as a lone surrogate) is printed as its escape.
-    print(text.encode("utf-8", "backslashreplace").decode("utf-8"))
-    return 0
-
+# -- the window -------------------------------------------------------------------------------
 
 def replay_window(client: redis.Redis, sets: Sequence[str], window_sec: float,
                   env: Mapping[str, str], now: float | None = None) -> dict[str, Any]:
@@ -339,36 +296,3 @@ def replay_window(client: redis.Redis, sets: Sequence[str], window_sec: float,
               **what_if(evidence, configured, changes)}
     report["notes"] = notes + report["notes"]
     return report
-
-
-def format_report(report: Mapping[str, Any]) -> str:
-    changes = " ".join(f"{k}={v}" for k, v in report["changes"].items()) or "(no change)"
-    lines = [f"what-if {changes} over the last {report['window_sec']:g} s"]
-    lines += [f"  note: {note}" for note in report["notes"]]
-    for kind, counted in (("permits", ("by_action", "by_reason")),
-                          ("proposals", ("by_reason",))):
-        section = report[kind]
-        if section is None:
-            lines.append(f"{kind}: no plugin replays them")
-            continue
-        lines.append(f"{kind}: {section['entries']} in the window, {section['replayed']} "
-                     f"replayed, {section['reproduced']} reproduced without changes, "
-                     f"{section['changed']} changed")
-        before, after = section["before"], section["after"]
-        for name in counted:
-            keys = sorted(before[name].keys() | after[name].keys())
-            lines += [f"  {name[3:]} {key or '-'}: {before[name].get(key, 0)} -> "
-                      f"{after[name].get(key, 0)}" for key in keys]
-        if kind == "permits":
-            lines.append(f"  notional affected (USD): {before['notional_affected_usd']:.2f} "
-                         f"-> {after['notional_affected_usd']:.2f}")
-        else:
-            for name in QUANTILES:
-                lines.append(f"  multiplier {name}: {before['multiplier_quantiles'][name]} -> "
-                             f"{after['multiplier_quantiles'][name]}")
-        for row in section["symbols"]:
-            detail = ", ".join(f"{k} {v}" for k, v in row.items()
-                               if k not in ("symbol", "entries", "changed"))
-            lines.append(f"  {row['symbol']}: {row['changed']} of {row['entries']} changed "
-                         f"({detail})")
-    return "\n".join(lines)

@@ -25,10 +25,12 @@ from prometheus_client import CollectorRegistry
 from governor_core.allocation.config import AllocationConfig
 from governor_core.allocation.service import AllocationService
 from governor_core.check_config import check_config
-from governor_core.config import EnvReader, GovernorConfig, RedisSettings
+from governor_core.config import EnvReader
+from governor_core.governor.config import GovernorConfig
 from governor_core.governor.service import GovernorService
 from governor_core.plugins import build_plugin_host
 from governor_core.redis_io import connect
+from governor_core.redis_settings import RedisSettings
 from governor_core.scripts import SCRIPTS
 from governor_core.testing import RedisServer, run_until, start_redis
 

@@ -354,8 +354,8 @@ def test_a_whole_cycle_on_the_production_client_with_the_health_check_due_mid_st
     """Regression: with the production client's health check on, a PING falling due between
     two chunks of one stream read one of the stream's replies as its PONG, and the cycle
     failed. A 1 ms interval makes it fall due between every two sends."""
-    from governor_core.config import RedisSettings
     from governor_core.redis_io import connect
+    from governor_core.redis_settings import RedisSettings
 
     size = 1200  # writes and p29_shadow's proposals go out in several chunks each
     symbols = [f"S{i:04d}USDT" for i in range(size)]

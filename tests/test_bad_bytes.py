@@ -22,14 +22,16 @@ from prometheus_client import CollectorRegistry
 from governor_core.allocation.config import AllocationConfig
 from governor_core.allocation.ops import clear_live_targets
 from governor_core.allocation.service import AllocationService
-from governor_core.config import EnvReader, GovernorConfig, RedisSettings
+from governor_core.config import EnvReader
 from governor_core.efficiency import EfficiencyReader
+from governor_core.governor.config import GovernorConfig
 from governor_core.governor.inputs import gate_commands, judge_gates
 from governor_core.governor.service import GovernorService
 from governor_core.ledger import format_entries
 from governor_core.plans import Plan, parse_plan
 from governor_core.plugins import build_plugin_host
 from governor_core.redis_io import connect, execute_commands
+from governor_core.redis_settings import RedisSettings
 from governor_core.testing import RedisServer
 
 pytestmark = pytest.mark.redis

@@ -12,14 +12,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from governor_core.config import (
-    ConfigError,
-    EnvReader,
-    GovernorConfig,
-    RedisSettings,
-    redact_url,
-)
+from governor_core.config import ConfigError, EnvReader
+from governor_core.governor.config import GovernorConfig
 from governor_core.plugins import build_plugin_host
+from governor_core.redis_settings import RedisSettings, redact_url
 
 BIN = Path(sys.executable).parent
 NOW = 1_700_000_000.0
@@ -273,7 +269,8 @@ def _config_classes():
 
     from governor_core.allocation.config import AllocationConfig
     from governor_core.allocation.formula import FormulaConfig
-    from governor_core.config import CommonConfig, GovernorConfig
+    from governor_core.config import CommonConfig
+    from governor_core.governor.config import GovernorConfig
 
     return [CommonConfig, GovernorConfig, AllocationConfig, FormulaConfig, EfficiencyConfig,
             ShadowConfig]

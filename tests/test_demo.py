@@ -362,7 +362,7 @@ def test_the_demo_ends_with_a_what_if_of_its_own_permits(
 
 
 def test_the_trust_sections_fit_80_columns_at_wide_values() -> None:
-    from governor_core.allocation.readiness import Criterion, Evidence, Readiness
+    from governor_core.allocation.readiness_model import Criterion, Evidence, Readiness
     from governor_core.demo.trust import render_readiness, render_what_if
 
     long = "SYMBOLWITHALONGNAME 100.0% (alpha+budget+cluster_stress+regime), " * 4

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from governor_core.config import EnvReader, GovernorConfig
+from governor_core.config import EnvReader
+from governor_core.governor.config import GovernorConfig
 from governor_core.plugins import build_plugin_host
 from governor_core.runtime import EXIT_CONFIG
 

@@ -451,7 +451,8 @@ def test_symbol_series_counts_every_occurrence_and_keeps_old_symbols():
 def test_permit_chunk_encodes_like_hiredis():
     """The issue script's call, spliced by the writer, is the command hiredis would pack
     from the documented ARGV layout (governor_core/lua/issue_permits.lua)."""
-    from governor_core.config import EnvReader, GovernorConfig
+    from governor_core.config import EnvReader
+    from governor_core.governor.config import GovernorConfig
     from governor_core.governor.drafting import PermitDraft
     from governor_core.governor.extensions import NO_FIELDS, PluginFields
     from governor_core.governor.gates import CORE_FIELDS

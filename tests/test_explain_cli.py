@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from governor_core.config import EnvReader, GovernorConfig
+from governor_core.config import EnvReader
 from governor_core.explain import format_permit
+from governor_core.governor.config import GovernorConfig
 from governor_core.governor.service import GovernorService
 from governor_core.plugins import build_plugin_host
 

@@ -17,9 +17,10 @@ from prometheus_client import CollectorRegistry
 from governor_core import feed
 from governor_core.allocation.config import AllocationConfig
 from governor_core.allocation.service import AllocationService
-from governor_core.config import EnvReader, GovernorConfig
+from governor_core.config import EnvReader
 from governor_core.efficiency import read_efficiency
 from governor_core.feed import FeedSettings, budget_fields, efficiency_fields, sample_plan
+from governor_core.governor.config import GovernorConfig
 from governor_core.governor.service import GovernorService
 from governor_core.parsing import parse_decimal
 from governor_core.plans import Plan, parse_plan

@@ -9,8 +9,9 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from governor_core.config import EnvReader, GovernorConfig
+from governor_core.config import EnvReader
 from governor_core.governor.batch import MAX_WRITE_ATTEMPTS
+from governor_core.governor.config import GovernorConfig
 from governor_core.governor.gates import CORE_FIELDS
 from governor_core.governor.service import GovernorService
 from governor_core.governor.writer import WRITE_CHUNK

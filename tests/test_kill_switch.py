@@ -9,8 +9,9 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from governor_core.config import EnvReader, GovernorConfig
+from governor_core.config import EnvReader
 from governor_core.governor import inputs
+from governor_core.governor.config import GovernorConfig
 from governor_core.governor.inputs import kill_switch_on
 from governor_core.governor.service import GovernorService
 from governor_core.plugins import build_plugin_host

@@ -280,7 +280,8 @@ def test_known_hook_names_match_the_specs() -> None:
 
 def run_governor(real_redis, *plugins: tuple[str, object], n_plans: int = 3,
                  symbols: Sequence[str] = ("BTCUSDT",)):
-    from governor_core.config import EnvReader, GovernorConfig
+    from governor_core.config import EnvReader
+    from governor_core.governor.config import GovernorConfig
     from governor_core.governor.service import GovernorService
 
     registry = CollectorRegistry()

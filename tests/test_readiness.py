@@ -9,13 +9,8 @@ import pytest
 
 from governor_core.allocation import promotion
 from governor_core.allocation.config import AllocationConfig
-from governor_core.allocation.readiness import (
-    Evidence,
-    ReadinessConfig,
-    evaluate,
-    oscillations_per_hour,
-    quantile,
-)
+from governor_core.allocation.readiness import evaluate, oscillations_per_hour, quantile
+from governor_core.allocation.readiness_model import Evidence, ReadinessConfig
 from governor_core.config import EnvReader
 
 NOW = 1_800_000_000.0

@@ -9,7 +9,6 @@ import fakeredis
 import pytest
 import redis
 
-from governor_core.config import RedisSettings
 from governor_core.redis_io import (
     HEALTH_CHECK_INTERVAL_SEC,
     PROTOCOL,
@@ -17,6 +16,7 @@ from governor_core.redis_io import (
     connect,
     execute_commands,
 )
+from governor_core.redis_settings import RedisSettings
 from governor_core.wire import Packed, bulk
 
 COMMANDS = [("HSET", "h", "f", "v"), ("HGET", "h", "f"), ("GET", "h"),

@@ -121,7 +121,7 @@ def test_the_password_is_never_printed(command: tuple[str, ...], url: str, tmp_p
 def test_query_secrets_are_redacted_as_redis_py_reads_them(url: str, safe: str) -> None:
     """redis-py splits the query with ``parse_qs`` (on ``&`` only, names percent-decoded),
     so a ``;`` is part of the password, and ``%70assword`` is ``password``."""
-    from governor_core.config import redact_text, redact_url
+    from governor_core.redis_settings import redact_text, redact_url
 
     assert redact_url(url) == safe
     assert redact_text(f"AUTH failed for {url}", url) == f"AUTH failed for {safe}"

@@ -20,11 +20,13 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from governor_core.config import ConfigError, EnvReader, GovernorConfig, RedisSettings
+from governor_core.config import ConfigError, EnvReader
+from governor_core.governor.config import GovernorConfig
 from governor_core.governor.service import GovernorService
 from governor_core.keys import PERMIT_STREAM, PLAN_STREAM
 from governor_core.plugins import build_plugin_host
 from governor_core.redis_io import REDIS_OUTAGE_ERRORS, connect, execute_commands
+from governor_core.redis_settings import RedisSettings
 from governor_core.testing import RedisServer, start_redis
 from governor_core.testing.sentinel import SentinelCluster, start_sentinels
 

@@ -8,7 +8,8 @@ import pytest
 import redis
 from test_governor_integration import ISSUED, NOW, PLANS, Governor, pending, plan
 
-from governor_core.config import ConfigError, EnvReader, GovernorConfig
+from governor_core.config import ConfigError, EnvReader
+from governor_core.governor.config import GovernorConfig
 
 pytestmark = pytest.mark.redis
 

@@ -20,11 +20,11 @@ from governor_core.whatif import (
     configure,
     discover,
     parse_changes,
-    parse_window,
     permit_summary,
     proposal_summary,
     what_if,
 )
+from governor_core.whatif_cli import parse_window
 
 NOW = 1_800_000_000.0
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "what-if.md"

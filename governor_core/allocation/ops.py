@@ -23,9 +23,10 @@ from typing import Any
 
 import redis
 
-from governor_core.config import ConfigError, EnvReader, RedisSettings
+from governor_core.config import ConfigError, EnvReader
 from governor_core.keys import PROPOSAL_PREFIX, TARGET_PREFIX
 from governor_core.redis_io import connect
+from governor_core.redis_settings import RedisSettings
 from governor_core.runtime import StartupError
 
 PROG = "quantum-allocation clear-targets"

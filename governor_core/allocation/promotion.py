@@ -31,7 +31,8 @@ import redis
 
 from governor_core.allocation.config import AllocationConfig
 from governor_core.allocation.ops import clear_live_targets
-from governor_core.allocation.readiness import Evidence, Readiness, ReadinessConfig, evaluate
+from governor_core.allocation.readiness import evaluate
+from governor_core.allocation.readiness_model import Evidence, Readiness, ReadinessConfig
 from governor_core.config import ConfigError, EnvReader, read_settings
 from governor_core.keys import (
     ALLOCATION_ERROR_STREAM,

@@ -60,81 +60,29 @@ gives one (ours otherwise, marked so).
 
 Statuses: ``PASS``, ``FAIL``, ``SKIP`` (nothing to judge, not a failure), ``INFO``. The
 report passes when no criterion is ``FAIL``.
+
+What lives elsewhere: the thresholds' settings, the evidence and the report's values are
+in :mod:`governor_core.allocation.readiness_model`; reading the evidence from Redis and the
+``readiness`` command's text and ``--json`` in :mod:`governor_core.allocation.promotion`.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
-from governor_core.config import setting
+from governor_core.allocation.readiness_model import (
+    Criterion,
+    Entry,
+    Evidence,
+    Readiness,
+    ReadinessConfig,
+)
 from governor_core.governor.gates import Cap, decide
 from governor_core.parsing import parse_decimal
 
 FALLBACK_SOURCES = ("budget", "regime", "cluster_stress", "alpha")
-Entry = Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class ReadinessConfig:
-    """The thresholds (see the module docstring for what each one bounds)."""
-
-    min_cycle_ratio: float = setting("READINESS_MIN_CYCLE_RATIO", 0.9, min=0.0, max=1.0)
-    min_targets: int = setting("READINESS_MIN_TARGETS", 1, min=0)
-    max_fallback_rate: float = setting("READINESS_MAX_FALLBACK_RATE", 0.01, min=0.0, max=1.0)
-    min_confidence: float = setting("READINESS_MIN_CONFIDENCE", 0.5, min=0.0, max=1.0)
-    min_confident_share: float = setting("READINESS_MIN_CONFIDENT_SHARE", 1.0, min=0.0,
-                                         max=1.0)
-    max_errors: int = setting("READINESS_MAX_ERRORS", 0, min=0)
-    max_changed_permit_rate: float = setting("READINESS_MAX_CHANGED_PERMIT_RATE", 1.0,
-                                             min=0.0, max=1.0)
-    min_proposal_coverage: float = setting("READINESS_MIN_PROPOSAL_COVERAGE", 0.9, min=0.0,
-                                           max=1.0)
-    max_oscillations_per_hour: float = setting("READINESS_MAX_OSCILLATIONS_PER_HOUR", 4.0,
-                                               min=0.0)
-
-
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    """The window's stream entries (field → text), oldest first, and how to read them.
-
-    ``interval_sec`` is ``P29_INTERVAL_SEC``, ``target_ttl_sec`` is ``TARGET_TTL_SEC``.
-    """
-
-    now: float
-    window_sec: float
-    interval_sec: float
-    target_ttl_sec: float
-    decisions: Sequence[Entry] = ()
-    proposals: Sequence[Entry] = ()
-    permits: Sequence[Entry] = ()
-    errors: Sequence[Entry] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Criterion:
-    name: str
-    status: str  # PASS, FAIL, SKIP or INFO
-    value: float | None
-    threshold: str
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Readiness:
-    criteria: tuple[Criterion, ...]
-    #: Per symbol: budget, target, change, permits, permits_changed, notional_removed_usd.
-    symbols: Mapping[str, Mapping[str, float | int | None]] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return all(item.status != "FAIL" for item in self.criteria)
-
-    @property
-    def failing(self) -> list[Criterion]:
-        return [item for item in self.criteria if item.status == "FAIL"]
 
 
 def _num(entry: Entry, name: str) -> float | None:

@@ -29,7 +29,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
-from governor_core.config import redact_url
 from governor_core.demo.display import legend, render_summary
 from governor_core.demo.market import EFF_STALE_SEC, SCRIPT_NOTES, SCRIPT_SEC
 from governor_core.demo.report import (
@@ -49,6 +48,7 @@ from governor_core.demo.trust import (
 )
 from governor_core.explain import explain
 from governor_core.logs import CONTEXT_FIELDS, redact
+from governor_core.redis_settings import redact_url
 from governor_core.runtime import StartupError
 
 __all__ = ["run_demo"]

@@ -9,7 +9,6 @@ import redis
 from prometheus_client import CollectorRegistry
 
 from governor_core.allocation.metrics import DATA_SOURCES
-from governor_core.config import redact_url
 from governor_core.demo.display import Totals
 from governor_core.demo.market import SYMBOLS
 from governor_core.demo.stack import DemoStack
@@ -17,6 +16,7 @@ from governor_core.efficiency import REASONS
 from governor_core.governor.gates import DECISIONS
 from governor_core.keys import PERMIT_PREFIX
 from governor_core.redis_io import Command, execute_commands
+from governor_core.redis_settings import redact_url
 
 #: The plugins the demo is about, and the host each one acts on.
 DEMO_PLUGINS = (("p31_efficiency", "governor"), ("p29_shadow", "allocation"))

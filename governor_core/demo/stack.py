@@ -18,12 +18,14 @@ from prometheus_client import CollectorRegistry
 
 from governor_core.allocation.config import AllocationConfig
 from governor_core.allocation.service import AllocationService
-from governor_core.config import EnvReader, GovernorConfig, RedisSettings, redact_url
+from governor_core.config import EnvReader
 from governor_core.demo.market import EFF_STALE_SEC, SIM_START
+from governor_core.governor.config import GovernorConfig
 from governor_core.governor.service import GovernorService
 from governor_core.logs import redact
 from governor_core.plugins import PluginHost, build_plugin_host
 from governor_core.redis_io import connect
+from governor_core.redis_settings import RedisSettings, redact_url
 from governor_core.runtime import StartupError
 
 PROG = "quantum-governor demo"

@@ -34,7 +34,8 @@ from typing import Any
 import redis
 
 from governor_core.allocation.promotion import entries_since
-from governor_core.allocation.readiness import Evidence, Readiness, ReadinessConfig, evaluate
+from governor_core.allocation.readiness import evaluate
+from governor_core.allocation.readiness_model import Evidence, Readiness, ReadinessConfig
 from governor_core.config import EnvReader, read_settings
 from governor_core.demo.display import WIDTH, usd_k
 from governor_core.demo.market import SIM_START

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from governor_core.config import GovernorConfig
+from governor_core.governor.config import GovernorConfig
 from governor_core.governor.drafting import PermitDraft
 from governor_core.governor.gates import CORE_FIELDS
 from governor_core.keys import DEAD_STREAM, PERMIT_PREFIX, PERMIT_STREAM, PLAN_STREAM

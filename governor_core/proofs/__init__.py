@@ -50,11 +50,12 @@ from typing import Any, TextIO
 
 import redis
 
-from governor_core.config import ConfigError, RedisSettings, redact_url
+from governor_core.config import ConfigError
 from governor_core.logs import redact
 from governor_core.proofs import p29, step1, step2, trust
 from governor_core.proofs.footprint import Footprint
 from governor_core.proofs.support import Proof, ProofRun
+from governor_core.redis_settings import RedisSettings, redact_url
 from governor_core.testing import start_redis
 
 PROOFS: tuple[str, ...] = ("step1", "step2", "p29", "trust")

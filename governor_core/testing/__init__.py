@@ -37,8 +37,9 @@ from typing import Any, ClassVar, Protocol
 
 import redis
 
-from governor_core.config import ConfigError, EnvReader, RedisSettings
+from governor_core.config import ConfigError, EnvReader
 from governor_core.redis_io import connect
+from governor_core.redis_settings import RedisSettings
 
 __all__ = [
     "SERVER_ENV",

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from governor_core.config import EnvReader, RedisSettings
+from governor_core.config import EnvReader
+from governor_core.redis_settings import RedisSettings
 from governor_core.testing import RedisServer, free_port, server_binary, start_redis
 
 __all__ = ["SentinelCluster", "start_sentinels"]
