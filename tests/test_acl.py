@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -281,3 +282,53 @@ def test_check_config_names_a_command_the_acl_lacks(server: RedisServer, admin: 
         admin.execute_command("ACL", "SETUSER", user, "+" + rule[1:])
     out = capsys.readouterr().out
     assert f"{host} may not run {named}" in out, out
+
+
+@contextmanager
+def without_key_pattern(admin: redis.Redis, user: str, pattern: str) -> Iterator[None]:
+    """The user's key patterns less ``pattern``, restored afterwards."""
+    keys = admin.execute_command("ACL", "GETUSER", user)["keys"].split()
+    assert pattern in keys, keys
+    admin.execute_command("ACL", "SETUSER", user, "resetkeys",
+                          *[key for key in keys if key != pattern])
+    try:
+        yield
+    finally:
+        admin.execute_command("ACL", "SETUSER", user, "resetkeys", *keys)
+
+
+def test_a_write_the_acl_refuses_stops_the_governor(server: RedisServer,
+                                                    admin: redis.Redis) -> None:
+    """An ACL refusal of a permit write is a configuration error: the loop raises it (run
+    exits 2) instead of retrying forever; the plan stays pending, nothing is lost."""
+    now = time.time()
+    seed(admin, now)
+    admin.xadd("quantum:stream:apply.plan", {"plan_id": "acl-denied", "symbol": "BTCUSDT",
+                                             "side": "BUY", "notional_usd": "10",
+                                             "ts": str(now)})
+    env = {"REDIS_URL": url(server, "governor"), "GOVERNOR_BLOCK_MS": "50",
+           "GOVERNOR_CONSUMER": "acl-denied"}
+    config = GovernorConfig.from_env(EnvReader(env))
+    registry = CollectorRegistry()
+    governor = GovernorService(config, connect(config.common.redis),
+                               build_plugin_host("governor", env, registry), registry)
+    with (without_key_pattern(admin, "quantum-governor", "~quantum:stream:permit.issued"),
+          pytest.raises(redis.exceptions.NoPermissionError)):
+        run_until(governor, lambda: False, timeout=10)
+    assert not admin.exists("quantum:permit:acl-denied")
+    assert admin.xpending("quantum:stream:apply.plan", "governor")["pending"] == 1
+    admin.delete("quantum:stream:apply.plan")
+
+
+def test_a_write_the_acl_refuses_stops_the_allocation_service(server: RedisServer,
+                                                              admin: redis.Redis) -> None:
+    seed(admin, time.time())
+    env = {"REDIS_URL": url(server, "allocation"), "P29_INTERVAL_SEC": "0.2"}
+    config = AllocationConfig.from_env(EnvReader(env))
+    registry = CollectorRegistry()
+    allocation = AllocationService(config, connect(config.common.redis),
+                                   build_plugin_host("allocation", env, registry), registry)
+    with (without_key_pattern(admin, "quantum-allocation",
+                              "~quantum:stream:allocation.decision"),
+          pytest.raises(redis.exceptions.NoPermissionError)):
+        run_until(allocation, lambda: False, timeout=10)

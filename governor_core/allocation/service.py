@@ -52,6 +52,7 @@ from governor_core.host import HostService
 from governor_core.keys import ALLOCATION_ERROR_STREAM, PORTFOLIO_KEY, TARGET_PREFIX
 from governor_core.plugin_reads import NO_READS, PluginReads, ReadRequest
 from governor_core.redis_io import REDIS_OUTAGE_ERRORS, CommandStream, execute_commands
+from governor_core.runtime import is_access_error
 from governor_core.snapshot import cluster_map_value, host_snapshot, write_snapshot
 
 log = logging.getLogger("quantum.allocation")
@@ -223,6 +224,9 @@ class AllocationService(HostService):
             log.error("%d allocation writes refused by Redis, e.g. %s", len(failed), failed[0],
                       extra={"count": len(failed)})
             self.record_error("write", f"{len(failed)} writes refused, e.g. {failed[0]}")
+            denied = next((error for error in failed if is_access_error(error)), None)
+            if denied is not None:  # the ACL refuses a write: run stops, exit status 2
+                raise denied
 
     def _plugin_replies(self, request: ReadRequest, values: CommandStream
                         ) -> dict[str, Reads]:

@@ -46,6 +46,7 @@ from governor_core.keys import PERMIT_PREFIX
 from governor_core.logs import RepeatLimiter
 from governor_core.plans import PlanRejection
 from governor_core.redis_io import Command, CommandStream, execute_commands
+from governor_core.runtime import is_access_error
 
 log = logging.getLogger("quantum.governor")
 
@@ -116,6 +117,12 @@ class BatchAccounting:
         self.metrics.count_permits(reasons)
         if duplicates:
             self.metrics.duplicates.inc(duplicates)
+        denied = next((reply for reply in [*(r for _, r in refused), *dead_replies]
+                       if isinstance(reply, Exception) and is_access_error(reply)), None)
+        if denied is not None:
+            # The ACL refuses the governor a write it needs: a configuration error, which
+            # no retry fixes. The plans stay pending; ``run`` stops with exit status 2.
+            raise denied
         return BatchResult(issued, duplicates, len(rejections), failed, retry_soon,
                            outages[0] if outages else None)
 
