@@ -377,3 +377,15 @@ def test_the_trust_sections_fit_80_columns_at_wide_values() -> None:
     error = render_what_if("quantum-governor what-if: plugin p29_shadow's replay failed: "
                            "RuntimeError: boom " * 2)
     assert max(len(line) for line in error) <= 79 and "not available" in error[1]
+
+
+def test_the_demo_s_own_text_fits_80_columns(embedded_run: subprocess.CompletedProcess[str]
+                                             ) -> None:
+    """Everything the demo writes itself fits a terminal of 80 columns; only what it
+    quotes is left as it is: the explain command's own output and the services' log
+    lines (a key name or a message can be longer)."""
+    out = embedded_run.stdout
+    explain = section(out, "EXPLAIN")
+    quoted = set(explain.splitlines()) | set(section(out, "SERVICE LOG").splitlines())
+    wide = [line for line in out.splitlines() if len(line) > 80 and line not in quoted]
+    assert not wide, "\n".join(wide)

@@ -106,9 +106,9 @@ def run_demo(*, duration: float = 30.0, redis_url: str | None = None, force: boo
         print("The real governor and P2.9 allocation services run with the installed plugins:",
               file=out)
         print(*plugin_lines(stack), sep="\n", file=out)
-        print("P29_MODE=enforce: P2.9 writes live targets and the governor caps each plan at "
-              "its symbol's target\n(cap_source=allocation). In the default shadow mode the "
-              "cap would be the budget instead.\n", file=out)
+        print("P29_MODE=enforce: P2.9 writes live targets and the governor caps each plan\n"
+              "at its symbol's target (cap_source=allocation). In the default shadow mode\n"
+              "the cap would be the budget instead.\n", file=out)
         print(*SCRIPT_NOTES, "", *legend(EFF_STALE_SEC), "", sep="\n", file=out)
         table = make_table(out)
         loop = DemoLoop(stack, table, stop)

@@ -62,21 +62,19 @@ START_EQUITY = 100_000.0
 #: What to watch for, printed before the table.
 SCRIPT_NOTES = (
     "The script, four simulated minutes (watch the table change):",
-    "  0:00 calm trend         regime TREND, drawdown 2%; PEPEUSDT's efficiency already weak "
-    "(DOWNSIZE)",
-    "  1:00 drawdown rising    drawdown passes 5% (zone MID, targets x0.7), regime "
-    "MEAN_REVERSION;",
-    "                          SOLUSDT's efficiency feed stops at 1:30",
-    "  2:00 choppy market      regime CHOP (x0.6), MEME cluster stressed; SOLUSDT's efficiency "
-    "goes stale,",
-    "                          PEPEUSDT's turns malformed (\"n/a\"), UNIUSDT's confidence sinks",
-    "  3:00 efficiency decays  ETHUSDT and DOGEUSDT fall below 0.45 (DOWNSIZE); one malformed "
-    "plan",
-    "                          is dead-lettered",
-    "  throughout: AAVEUSDT has no efficiency feed; the DEFI cluster publishes no alpha (a P2.9 "
-    "fallback);",
-    "  one plan a second, round-robin over the symbols, 1.5k to 30k USD: the large ones are "
-    "clamped",
+    "  0:00 calm trend         regime TREND, drawdown 2%; PEPEUSDT's efficiency",
+    "                          already weak (DOWNSIZE)",
+    "  1:00 drawdown rising    drawdown passes 5% (zone MID, targets x0.7), regime",
+    "                          MEAN_REVERSION; SOLUSDT's efficiency feed stops at",
+    "                          1:30",
+    "  2:00 choppy market      regime CHOP (x0.6), MEME cluster stressed; SOLUSDT's",
+    "                          efficiency goes stale, PEPEUSDT's turns malformed",
+    "                          (\"n/a\"), UNIUSDT's confidence sinks",
+    "  3:00 efficiency decays  ETHUSDT and DOGEUSDT fall below 0.45 (DOWNSIZE); one",
+    "                          malformed plan is dead-lettered",
+    "  throughout: AAVEUSDT has no efficiency feed; the DEFI cluster publishes no",
+    "  alpha (a P2.9 fallback); one plan a second, round-robin over the symbols,",
+    "  1.5k to 30k USD: the large ones are clamped",
 )
 #: The one malformed plan of the script (at this second): it goes to the dead-letter stream.
 BAD_PLAN_SEC = 200

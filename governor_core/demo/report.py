@@ -98,14 +98,14 @@ def where_next(stack: DemoStack, plan_id: str | None) -> list[str]:
     permit = PERMIT_PREFIX + (plan_id or "<plan_id>")
     n = len(SYMBOLS)
     keys = [
-        ("the permit", f"HGETALL {permit}"),
-        ("permits issued", "XREVRANGE quantum:stream:permit.issued + - COUNT 5"),
-        ("live P2.9 target", f"HGETALL quantum:allocation:target:{symbol}"),
-        ("shadow proposal", f"HGETALL quantum:allocation:target:proposed:{symbol}"),
-        ("P2.9 decisions", f"XREVRANGE quantum:stream:allocation.decision + - COUNT {n}"),
-        ("shadow proposals",
+        ("permit", f"HGETALL {permit}"),
+        ("permits", "XREVRANGE quantum:stream:permit.issued + - COUNT 5"),
+        ("live target", f"HGETALL quantum:allocation:target:{symbol}"),
+        ("proposal", f"HGETALL quantum:allocation:target:proposed:{symbol}"),
+        ("decisions", f"XREVRANGE quantum:stream:allocation.decision + - COUNT {n}"),
+        ("proposals",
          f"XREVRANGE quantum:stream:allocation.target.proposed + - COUNT {n}"),
-        ("rejected plans", "XRANGE quantum:stream:apply.plan.dead - +"),
+        ("dead letters", "XRANGE quantum:stream:apply.plan.dead - +"),
     ]
     lines = ["WHERE TO LOOK NEXT"]
     if stack.embedded:
@@ -122,12 +122,13 @@ def where_next(stack: DemoStack, plan_id: str | None) -> list[str]:
         hidden = " (password hidden: use your own URL)" if url != stack.url else ""
         lines.append(f"  The keys stay in {url}{hidden}; permits for an hour:")
         prefix = f"redis-cli -u {url} "
-    lines += [f"    {what:<17} {prefix}{command}" for what, command in keys]
+    lines += [f"    {what:<12} {prefix}{command}" for what, command in keys]
     if not stack.embedded and plan_id:
-        lines.append(f"    {'why this permit':<17} REDIS_URL={url} quantum-governor explain "
+        lines.append(f"    {'why':<12} REDIS_URL={url} quantum-governor explain "
                      f"{plan_id}")
     lines += [
-        "  Metrics: the demo serves none; the counts above are the ones the services export",
-        "  when run for real (quantum-governor run on :8044, quantum-allocation run on :8059).",
+        "  Metrics: the demo serves none; the counts above are the ones the services",
+        "  export when run for real (quantum-governor run on :8044, quantum-allocation",
+        "  run on :8059).",
     ]
     return lines
