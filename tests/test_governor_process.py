@@ -15,26 +15,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from governor_core.testing import RedisServer, free_port, start_redis
+from governor_core.testing import RedisServer, free_port, start_redis, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
 PLANS = "quantum:stream:apply.plan"
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 10.0,
-             what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-        except (redis.RedisError, OSError):
-            value = None
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class GovernorProcess:

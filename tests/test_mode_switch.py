@@ -27,7 +27,7 @@ from governor_core.allocation.service import AllocationService
 from governor_core.config import EnvReader
 from governor_core.keys import LEDGER_STREAM, MODE_KEY
 from governor_core.plugins import build_plugin_host
-from governor_core.testing import free_port
+from governor_core.testing import free_port, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -199,13 +199,6 @@ def test_fallbacks_are_logged_when_they_start_and_end_not_every_tick(real_redis,
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
         return reply.read().decode()
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def cycles_after_last_entry(client: redis.Redis) -> list[str]:

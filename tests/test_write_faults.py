@@ -19,7 +19,7 @@ from test_governor_integration import DEAD, ISSUED, PLANS, Governor, pending, pl
 
 from governor_core.governor.batch import MAX_WRITE_ATTEMPTS
 from governor_core.governor.faults import Fault, RetrySchedule, classify, error_code, redis_message
-from governor_core.testing import RedisServer
+from governor_core.testing import RedisServer, wait_for
 
 E = redis.exceptions
 OOM_TEXT = "command not allowed when used memory > 'maxmemory'."
@@ -137,13 +137,6 @@ class Running:
         self.gov.service.stop.set()
         self.thread.join(timeout=20)
         assert not self.thread.is_alive()
-
-
-def wait_for(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def permits(client: redis.Redis) -> list[str]:
@@ -286,10 +279,10 @@ def test_a_wrong_typed_permit_stream_dead_letters_no_valid_plan(real_redis: redi
     gov = Governor(real_redis)
     with Running(gov):
         wait_for(lambda: gov.metric("governor_write_refusals_total",
-                                    {"write": "permit", "fault": "other"}) >= 5 * 3)
+                                    {"write": "permit", "fault": "other"}) >= 5 * 3, timeout=30)
         assert pending(real_redis) == 5 and not real_redis.exists(DEAD)
         real_redis.delete(ISSUED)
-        wait_for(lambda: pending(real_redis) == 0)
+        wait_for(lambda: pending(real_redis) == 0, timeout=30)
     assert sorted(permits(real_redis)) == [f"ws-{i}" for i in range(5)]
     assert not real_redis.exists(DEAD)
 
@@ -304,12 +297,12 @@ def test_a_dead_letter_for_write_failed_refused_in_turn_keeps_the_plan(
     gov = Governor(real_redis)
     with Running(gov):
         wait_for(lambda: gov.metric("governor_write_refusals_total",
-                                    {"write": "dead_letter", "fault": "other"}) >= 2)
+                                    {"write": "dead_letter", "fault": "other"}) >= 2, timeout=30)
     assert permits(real_redis) == ["dd-2"]
     assert pending(real_redis) == 1  # dd-1: neither permitted nor dead-lettered, still there
     real_redis.delete(DEAD)
     with Running(Governor(real_redis)):
-        wait_for(lambda: pending(real_redis) == 0)
+        wait_for(lambda: pending(real_redis) == 0, timeout=30)
     assert [f["plan_id"] for _, f in real_redis.xrange(DEAD)] == ["dd-1"]
     assert real_redis.xlen(PLANS) == 2
 

@@ -3,7 +3,8 @@
 * :func:`start_redis`: a real server on a free loopback port (:class:`RedisServer`): Debian's
   ``redis-server``, or Valkey's ``valkey-server`` when ``QG_TEST_SERVER=valkey``
   (:func:`server_kind`, :func:`server_binary`); optionally TLS only (:class:`TlsFiles`).
-* :func:`run_until`: a service's own run loop, in a thread, until a condition holds.
+* :func:`run_until`: a service's own run loop, in a thread, until a condition holds;
+  :func:`wait_for`: poll a condition (of processes, of Redis) until it holds.
 * :class:`RoundTrips`: the production client (:func:`governor_core.redis_io.connect`),
   counting its Redis round trips.
 * :mod:`governor_core.testing.fixtures`: the same as pytest fixtures
@@ -188,6 +189,27 @@ def start_redis(port: int | None = None, *extra_args: str, tls: TlsFiles | None 
     tail = log.read_text(errors="replace").strip().splitlines()[-3:]
     server.stop()
     raise RuntimeError(f"{SERVERS[kind]} did not start on port {port}: " + " | ".join(tail))
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0,
+             what: str | Callable[[], str] = "the condition", *,
+             interval: float = 0.02) -> object:
+    """``condition()``'s first true value, polled every ``interval`` seconds. A Redis or
+    socket error meanwhile counts as false (the server may be restarting, failing over or
+    not up yet). After ``timeout`` seconds an AssertionError names ``what`` (a text, or a
+    function giving it, called only then: e.g. the tail of a log)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except (redis.RedisError, OSError):
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            shown = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {shown}")
+        time.sleep(interval)
 
 
 def run_until(service: Any, done: Callable[[], bool], timeout: float = 30.0) -> None:

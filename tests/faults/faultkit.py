@@ -22,7 +22,7 @@ from pathlib import Path
 import redis
 
 from governor_core.keys import PERMIT_STREAM, PLAN_STREAM
-from governor_core.testing import RedisServer, free_port, start_redis
+from governor_core.testing import RedisServer, free_port, start_redis, wait_for
 
 BIN = Path(sys.executable).parent
 #: Variables of the caller's environment that would change what the services do.
@@ -33,22 +33,6 @@ _OWN_PREFIXES = ("GOVERNOR_", "P31_", "P29_", "REDIS_", "QUANTUM_", "LOG_", "MET
 GOVERNOR_ENV = {"GOVERNOR_BLOCK_MS": "50", "GOVERNOR_PERMIT_TTL_SEC": "600",
                 "GOVERNOR_CLAIM_IDLE_MS": "1000", "GOVERNOR_METRICS_PORT": "0",
                 "P29_METRICS_PORT": "0", "LOG_FORMAT": "text"}
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str,
-             interval: float = 0.01) -> object:
-    """``condition()``'s first true value; Redis errors meanwhile count as false."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = condition()
-        except (redis.RedisError, OSError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 class Service:

@@ -19,9 +19,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import redis
-from faultkit import Service, wait_for
+from faultkit import Service
 
 from governor_core.keys import DEAD_STREAM, PERMIT_STREAM, PLAN_STREAM
+from governor_core.testing import wait_for
 
 GROUP = "governor"
 

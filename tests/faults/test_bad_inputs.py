@@ -15,10 +15,11 @@ import time
 
 import pytest
 import redis
-from faultkit import push_plans, wait_for
+from faultkit import push_plans
 from invariants import audit, raw_client, wait_drained
 
 from governor_core.keys import DEAD_STREAM, PERMIT_STREAM, PLAN_STREAM
+from governor_core.testing import wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.faults]
 

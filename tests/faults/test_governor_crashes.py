@@ -14,10 +14,11 @@ import time
 
 import pytest
 import redis
-from faultkit import Producer, Service, permits_issued, push_plans, recovery_since, wait_for
+from faultkit import Producer, Service, permits_issued, push_plans, recovery_since
 from invariants import audit, wait_drained
 
 from governor_core.keys import PLAN_STREAM
+from governor_core.testing import wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.faults]
 

@@ -22,11 +22,11 @@ import time
 
 import pytest
 import redis
-from faultkit import Producer, permits_issued, push_plans, recovery_since, wait_for
+from faultkit import Producer, permits_issued, push_plans, recovery_since
 from invariants import audit, wait_drained
 
 from governor_core.keys import DECISION_STREAM, PLAN_STREAM, PORTFOLIO_KEY
-from governor_core.testing import free_port
+from governor_core.testing import free_port, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.faults]
 

@@ -52,6 +52,7 @@ from invariants import audit
 
 from governor_core.keys import DEAD_STREAM, PERMIT_STREAM, PLAN_STREAM
 from governor_core.redis_io import connect
+from governor_core.testing import wait_for
 from governor_core.testing.sentinel import SentinelCluster, start_sentinels
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.faults]
@@ -128,19 +129,6 @@ def tail(log: Path) -> str:
     return "the governor's log ends:\n" + "\n".join(log.read_text().splitlines()[-30:])
 
 
-def wait_until(condition: Callable[[], object], timeout: float,
-               what: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except (redis.ConnectionError, redis.TimeoutError):
-            pass
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what()}")
-
-
 def first_new_write(permits: list[tuple[str, dict[str, str]]], fault_at: float) -> float:
     """When the new primary wrote its first permit: the end of the longest silence in its
     permit stream after the fault. Its stream holds what it replicated from the old primary
@@ -175,8 +163,8 @@ def test_governor_follows_the_new_primary_mid_drain(
             assert governor.poll() is None, f"the governor exited; {tail(log)}"
             return old_primary.xlen(PERMIT_STREAM) >= KILL_AT
 
-        wait_until(mid_drain, 30,
-                   lambda: f"mid-drain (exit {governor.poll()}); {tail(log)}")
+        wait_for(mid_drain, 30, lambda: f"mid-drain (exit {governor.poll()}); {tail(log)}",
+                 interval=0.01)
         killed_at = time.time()
         if fault == "kill":
             old_port = cluster.kill_primary()
@@ -192,7 +180,8 @@ def test_governor_follows_the_new_primary_mid_drain(
             return done >= PLANS and new_primary.xpending(PLAN_STREAM, "governor")[
                 "pending"] == 0
 
-        wait_until(drained, 45, lambda: f"the drain to finish on the new primary; {tail(log)}")
+        wait_for(drained, 45, lambda: f"the drain to finish on the new primary; {tail(log)}",
+                 interval=0.01)
         time.sleep(0.3)  # let the reader catch up with the last entries
         assert governor.poll() is None, log.read_text()[-3000:]
     finally:
